@@ -1,0 +1,120 @@
+"""The `Cell` type and the checks that every cell and entry point shares.
+
+A cell is a NamedTuple of pure functions closed over static configuration (the
+shape of optax's `GradientTransformation` and stax's `(init_fun, apply_fun)`): it
+is hashable, can be a static argument to `jax.jit`, and holds no arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Any
+State = Any
+PRNGKey = jax.Array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: `step(params, h, x) -> (h, y)` and its companions.
+
+    Attributes:
+      init: `init(key) -> params`, a pytree of arrays.
+      initial_state: `initial_state(params, batch_shape) -> state`, zeros whose
+        leaves are `(*batch_shape, size)`.
+      step: `step(params, h, x) -> (h, y)`: reads `x` of shape
+        `(*batch, input_size)`, returns the next state (same structure, shapes and
+        dtypes as `h`) and the output `y` of shape `(*batch, output_size)`.
+      project_inputs: optional fast path, `project_inputs(params, xs) -> xps`:
+        the part of `step` that depends on the input alone, applied to every time
+        step at once (one large matmul), for any leading shape of `xs`.
+      recurrent_step: optional fast path, `recurrent_step(params, h, xp) -> (h, y)`
+        with `step(p, h, x) == recurrent_step(p, h, project_inputs(p, x))`.
+      linear: optional, for recurrences linear in the state,
+        `h_t = a_t * h_{t-1} + b_t`: a `rnnscan.parallel.LinearRecurrence` that
+        lets `unroll` run the cell through `jax.lax.associative_scan`.
+    """
+
+    init: Optional[Callable[[PRNGKey], Params]]
+    initial_state: Optional[Callable[[Params, tuple], State]]
+    step: Callable[[Params, State, Any], tuple]
+    project_inputs: Optional[Callable[[Params, Any], Any]] = None
+    recurrent_step: Optional[Callable[[Params, State, Any], tuple]] = None
+    linear: Any = None
+
+    @property
+    def has_fast_path(self) -> bool:
+        return self.project_inputs is not None and self.recurrent_step is not None
+
+
+def as_cell(cell, name: str = "cell") -> Cell:
+    """Returns `cell` as a `Cell`; a bare `(params, h, x) -> (h, y)` function is wrapped."""
+    if isinstance(cell, Cell):
+        return cell
+    if callable(cell):
+        return Cell(init=None, initial_state=None, step=cell)
+    raise TypeError(
+        f"{name} must be an rnnscan.Cell or a function (params, h, x) -> (h, y); "
+        f"got {type(cell).__name__}"
+    )
+
+
+def check_positive_int(name: str, value) -> int:
+    """Raises unless `value` is a positive Python integer (a cell's size)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int; got {value!r} of type {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value}")
+    return int(value)
+
+
+def check_features(x, expected: int) -> None:
+    """Raises unless the last axis of the cell's input `x` has `expected` features."""
+    shape = np.shape(x)
+    if len(shape) == 0 or shape[-1] != expected:
+        got = f"{shape[-1]} features" if shape else "a scalar"
+        raise ValueError(
+            f"the cell's input (xs, or x for a single step) must have {expected} features "
+            f"on its last axis (input_size={expected}); got {got}, shape {shape}"
+        )
+
+
+def _shape(a) -> tuple:
+    return tuple(getattr(a, "shape", np.shape(a)))
+
+
+def _dtype(a):
+    return jnp.dtype(getattr(a, "dtype", None) or jnp.result_type(a))
+
+
+def _describe(tree) -> str:
+    return str(jax.tree_util.tree_map(lambda a: f"{_dtype(a).name}{list(_shape(a))}", tree))
+
+
+def check_same_structure(name: str, got, expected, expected_from: str) -> None:
+    """Raises unless `got` has the tree structure, leaf shapes and dtypes of `expected`.
+
+    Works on arrays, tracers and `jax.ShapeDtypeStruct`s alike, so it runs at trace
+    time on abstract values.
+    """
+    got_def = jax.tree_util.tree_structure(got)
+    exp_def = jax.tree_util.tree_structure(expected)
+    if got_def != exp_def:
+        raise TypeError(
+            f"{name} must have the structure of {expected_from}: expected "
+            f"{exp_def}, got {got_def}"
+        )
+    for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+        if _shape(g) != _shape(e):
+            raise ValueError(
+                f"{name} must match {expected_from}: expected {_describe(expected)}, "
+                f"got {_describe(got)}"
+            )
+        if _dtype(g) != _dtype(e):
+            raise TypeError(
+                f"{name} must match the dtypes of {expected_from}: expected "
+                f"{_describe(expected)}, got {_describe(got)}"
+            )

@@ -1,0 +1,7 @@
+"""Library cells, one module per family."""
+
+from rnnscan.cells.gru import gru
+from rnnscan.cells.lstm import LSTMState, lstm
+from rnnscan.cells.rnn import rnn
+
+__all__ = ["LSTMState", "gru", "lstm", "rnn"]

@@ -1,0 +1,74 @@
+"""What the library cells share: activations by name, the gate matmul, dtypes."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from rnnscan.cell import check_positive_int
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "gelu": jax.nn.gelu,
+    "elu": jax.nn.elu,
+    "identity": lambda x: x,
+}
+
+
+def resolve_activation(activation: Union[str, Callable], name: str = "activation") -> Callable:
+    """Maps an activation name (or a callable, returned as is) to its function."""
+    if callable(activation):
+        return activation
+    if isinstance(activation, str) and activation in ACTIVATIONS:
+        return ACTIVATIONS[activation]
+    raise ValueError(f"{name} must be one of {sorted(ACTIVATIONS)} or a callable; got {activation!r}")
+
+
+def check_sizes(**sizes) -> None:
+    """Checks every keyword is a positive int (None allowed for optional sizes)."""
+    for name, value in sizes.items():
+        if value is not None:
+            check_positive_int(name, value)
+
+
+class Precision:
+    """The dtypes of a cell: params and carry in `param_dtype`, matmul operands in
+    `compute_dtype` (e.g. bf16) with accumulation back in `param_dtype`."""
+
+    def __init__(self, param_dtype=jnp.float32, compute_dtype=None):
+        self.param_dtype = jnp.dtype(param_dtype)
+        self.compute_dtype = None if compute_dtype is None else jnp.dtype(compute_dtype)
+        if not jnp.issubdtype(self.param_dtype, jnp.floating):
+            raise TypeError(f"param_dtype must be a floating dtype; got {self.param_dtype}")
+        if self.compute_dtype is not None and not jnp.issubdtype(self.compute_dtype, jnp.floating):
+            raise TypeError(f"compute_dtype must be a floating dtype or None; got {self.compute_dtype}")
+
+    def matmul(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        """`x @ w` with operands in the compute dtype and the result in the param dtype."""
+        dtype = self.compute_dtype or self.param_dtype
+        return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=self.param_dtype)
+
+    def zeros(self, shape) -> jax.Array:
+        return jnp.zeros(shape, self.param_dtype)
+
+
+def split_keys(key: jax.Array, n: int):
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a jax.random key; got {type(key).__name__}")
+    return jax.random.split(key, n)
+
+
+def default_kernel_init():
+    return jax.nn.initializers.glorot_uniform()
+
+
+def default_recurrent_init():
+    return jax.nn.initializers.orthogonal()
+
+
+Initializer = Optional[Callable]

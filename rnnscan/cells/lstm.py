@@ -1,0 +1,140 @@
+"""Long short-term memory: torch/cuDNN and TF1 `LSTMCell` semantics, peepholes,
+cell clipping and an output projection (LSTMP)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnscan.cell import Cell, check_features
+from rnnscan.cells._common import (
+    Precision,
+    check_sizes,
+    default_kernel_init,
+    default_recurrent_init,
+    resolve_activation,
+    split_keys,
+)
+
+
+class LSTMState(NamedTuple):
+    """LSTM state. `h`: `(*batch, proj_size or hidden_size)`, the output (projected
+    when the cell has a projection); `c`: `(*batch, hidden_size)`, the memory cell."""
+
+    h: jax.Array
+    c: jax.Array
+
+
+def lstm(
+    input_size: int,
+    hidden_size: int,
+    *,
+    proj_size: Optional[int] = None,
+    peephole: bool = False,
+    cell_clip: Optional[float] = None,
+    proj_clip: Optional[float] = None,
+    forget_bias: float = 1.0,
+    activation="tanh",
+    use_bias: bool = True,
+    param_dtype=jnp.float32,
+    compute_dtype=None,
+    kernel_init=None,
+    recurrent_init=None,
+) -> Cell:
+    """An LSTM cell with gates in torch's order (input, forget, cell, output).
+
+    Per step, with `g = x @ w_ih + h @ w_hh + b` split into `i, f, j, o`:
+
+        c' = σ(f + forget_bias [+ w_peep[1] * c]) * c + σ(i [+ w_peep[0] * c]) * act(j)
+        c' = clip(c', -cell_clip, cell_clip)                    if cell_clip
+        h' = σ(o [+ w_peep[2] * c']) * act(c')  [@ w_proj, clipped to proj_clip]
+
+    which is TF1's `LSTMCell` (`use_peepholes`, `cell_clip`, `num_proj`,
+    `proj_clip`, `forget_bias`) and, with `forget_bias=0`, torch's `nn.LSTM`
+    (`proj_size`).
+
+    Args:
+      input_size: features of `x`, `(*batch, input_size)`.
+      hidden_size: size of the memory cell `c`.
+      proj_size: if set, `h` is projected to this size (LSTMP).
+      peephole: diagonal peephole connections from `c` to the gates.
+      cell_clip, proj_clip: clip `c` / the projected `h` to `[-clip, clip]`.
+      forget_bias: constant added to the forget gate's pre-activation.
+      activation: name or function for the cell input and output (default tanh).
+      use_bias: whether the cell has the bias `b`.
+      param_dtype: dtype of the params and the carried state.
+      compute_dtype: dtype of the matmul operands (e.g. `jnp.bfloat16`); the
+        products accumulate in `param_dtype`. Default: `param_dtype`.
+      kernel_init, recurrent_init: `jax.nn.initializers` for `w_ih` (default
+        Glorot uniform) and `w_hh` (default orthogonal).
+
+    Returns:
+      A `Cell` with state `LSTMState(h, c)`, output `h`, and params
+      `{"w_ih": (input_size, 4H), "w_hh": (P, 4H), "b": (4H,), "w_peep": (3, H),
+      "w_proj": (H, P)}` (`P = proj_size or H`; the last two only when used).
+    """
+    check_sizes(input_size=input_size, hidden_size=hidden_size, proj_size=proj_size)
+    act = resolve_activation(activation)
+    prec = Precision(param_dtype, compute_dtype)
+    kernel_init = kernel_init or default_kernel_init()
+    recurrent_init = recurrent_init or default_recurrent_init()
+    H = hidden_size
+    out_size = proj_size or hidden_size
+
+    def init(key):
+        k_ih, k_hh, k_peep, k_proj = split_keys(key, 4)
+        params = {
+            "w_ih": kernel_init(k_ih, (input_size, 4 * H), prec.param_dtype),
+            "w_hh": recurrent_init(k_hh, (out_size, 4 * H), prec.param_dtype),
+        }
+        if use_bias:
+            params["b"] = prec.zeros((4 * H,))
+        if peephole:
+            params["w_peep"] = jax.random.uniform(k_peep, (3, H), prec.param_dtype, -0.1, 0.1)
+        if proj_size:
+            params["w_proj"] = kernel_init(k_proj, (H, proj_size), prec.param_dtype)
+        return params
+
+    def initial_state(params, batch_shape=()):
+        del params
+        batch_shape = tuple(batch_shape)
+        return LSTMState(prec.zeros(batch_shape + (out_size,)), prec.zeros(batch_shape + (H,)))
+
+    # The forget bias is folded into the time-parallel projection, off the
+    # sequential path.
+    forget_offset = np.zeros((4 * H,))
+    forget_offset[H : 2 * H] = forget_bias
+
+    def project_inputs(params, x):
+        check_features(x, input_size)
+        xp = prec.matmul(x, params["w_ih"])
+        if use_bias:
+            xp = xp + params["b"]
+        return xp + forget_offset.astype(xp.dtype) if forget_bias else xp
+
+    def recurrent_step(params, state, xp):
+        h, c = state
+        i, f, j, o = jnp.split(xp + prec.matmul(h, params["w_hh"]), 4, axis=-1)
+        if peephole:
+            w_i, w_f, w_o = params["w_peep"]
+            i = i + w_i * c
+            f = f + w_f * c
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * act(j)
+        if cell_clip is not None:
+            c = jnp.clip(c, -cell_clip, cell_clip)
+        if peephole:
+            o = o + w_o * c
+        h = jax.nn.sigmoid(o) * act(c)
+        if proj_size:
+            h = prec.matmul(h, params["w_proj"])
+            if proj_clip is not None:
+                h = jnp.clip(h, -proj_clip, proj_clip)
+        return LSTMState(h, c), h
+
+    def step(params, state, x):
+        return recurrent_step(params, state, project_inputs(params, x))
+
+    return Cell(init, initial_state, step, project_inputs, recurrent_step)

@@ -1,0 +1,286 @@
+"""`unroll` and `dynamic_rnn`: a cell run over the time axis with `jax.lax.scan`.
+
+Semantics follow TF1's `dynamic_rnn` and torch's packed sequences: past a row's
+length the state is carried through unchanged and the output is zero; `reverse`
+reads each row from its own last valid step back to its first.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+from rnnscan.cell import Cell, as_cell, check_same_structure
+
+RematOption = Union[bool, str]
+REMAT_POLICIES = {
+    "carry": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class _ArgNames(NamedTuple):
+    xs: str
+    lengths: str
+    resets: str
+
+
+_UNROLL_NAMES = _ArgNames("xs", "lengths", "resets")
+_TF_NAMES = _ArgNames("inputs", "sequence_length", "resets")
+
+
+def default_unroll(backend: Optional[str] = None) -> int:
+    """The scan unroll factor used when `unroll=None`, per backend.
+
+    Unrolling lets XLA fuse consecutive steps and amortises the loop's per-step
+    overhead; on GPUs that overhead is a kernel launch, so more unrolling pays.
+    """
+    backend = backend or jax.default_backend()
+    return 8 if backend in ("gpu", "cuda", "rocm", "tpu") else 1
+
+
+def tree_where(mask: jax.Array, on_true, on_false):
+    """`where(mask, a, b)` leafwise, `mask` `(batch,)` broadcast over trailing axes."""
+
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(_expand(mask, a), a, b), on_true, on_false)
+
+
+def _expand(mask, a):
+    """Reshapes `mask` `(batch,)` to broadcast against `a` `(batch, ...)`."""
+    return mask.reshape(mask.shape + (1,) * (jnp.ndim(a) - mask.ndim))
+
+
+def time_to_front(tree, time_major: bool):
+    """Moves axis 1 (time, in batch-major layout) to the front; identity if time-major."""
+    return tree if time_major else jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), tree)
+
+
+def unroll(
+    cell,
+    params,
+    xs,
+    *,
+    initial_state=None,
+    lengths=None,
+    resets=None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: Optional[Union[int, bool]] = None,
+    remat: RematOption = False,
+    return_all_states: bool = False,
+):
+    """Runs `cell` over the time axis of `xs`.
+
+    Args:
+      cell: a `Cell`, or a bare function `(params, h, x) -> (h, y)` (then
+        `initial_state` is required).
+      params: the cell's params pytree.
+      xs: `(batch, time, ...)`, or `(time, batch, ...)` with `time_major`; an
+        array or a pytree of arrays that share batch and time.
+      initial_state: the state before the first step, leaves `(batch, size)`;
+        default `cell.initial_state(params, (batch,))` (zeros).
+      lengths: int `(batch,)` in `[0, time]`. For `t >= lengths[b]` the state of
+        row `b` is carried through unchanged and its output is zero; the final
+        state is the one after its last valid step.
+      resets: bool `(batch, time)` (`(time, batch)` with `time_major`): where
+        true, the state is set back to `initial_state` before reading that step.
+      reverse: run from the last step to the first. Outputs stay aligned with
+        their inputs (`ys[:, t]` comes from `xs[:, t]`), and with `lengths` each
+        row starts at its own last valid step: padding never enters the state.
+      time_major: layout of `xs`, `ys` (and `resets`, the returned states).
+      unroll: steps per scan iteration (`True` unrolls fully); default
+        `default_unroll()` for the backend.
+      remat: recompute the step on the backward pass to save memory: `True` or
+        `"carry"` keeps only the carry per step; `"dots"` also keeps the matmul
+        outputs.
+      return_all_states: also return the state after every step.
+
+    Returns:
+      `(ys, final_state)`, or `(ys, final_state, states)` with
+      `return_all_states`; `ys` and `states` are stacked along the time axis in
+      the layout of `xs`.
+
+    Raises:
+      TypeError, ValueError: at trace time, for inputs of the wrong structure,
+      shape or dtype, and for concrete `lengths` outside `[0, time]`. Lengths
+      only known under `jit` are checked when the call is wrapped in
+      `jax.experimental.checkify.checkify`.
+    """
+    return _run(
+        cell, params, xs, initial_state, lengths, resets, _UNROLL_NAMES,
+        reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
+        return_all_states=return_all_states,
+    )
+
+
+def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None, time_major=False):
+    """TF1's `tf.nn.dynamic_rnn` under its own names: `unroll` with `lengths=sequence_length`.
+
+    Returns `(outputs, state)`: outputs `(batch, time, output_size)` (time-major
+    with `time_major`), zero past each row's `sequence_length`, and the state after
+    each row's last valid step.
+    """
+    return _run(
+        cell, params, inputs, initial_state, sequence_length, None, _TF_NAMES,
+        reverse=False, time_major=time_major, unroll=None, remat=False, return_all_states=False,
+    )
+
+
+def _run(cell, params, xs, initial_state, lengths, resets, names: _ArgNames, **options):
+    cell = as_cell(cell)
+    batch, time = _check_xs(names.xs, xs, options["time_major"])
+    lengths = _check_lengths(names.lengths, lengths, batch, time)
+    resets = _check_resets(names.resets, resets, batch, time, options["time_major"])
+    _check_options(options["unroll"], options["remat"])
+    return _scan(params, xs, initial_state, lengths, resets, cell=cell, **options)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("cell", "reverse", "time_major", "unroll", "remat", "return_all_states"),
+)
+def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, time_major,
+          unroll, remat, return_all_states):
+    xs = time_to_front(xs, time_major)
+    time, batch = jax.tree_util.tree_leaves(xs)[0].shape[:2]
+    h0 = _initial_state(cell, params, initial_state, batch)
+
+    if cell.has_fast_path:
+        # One (time*batch, in) x (in, gates) matmul for every step at once, off the
+        # sequential path.
+        xs, step = cell.project_inputs(params, xs), cell.recurrent_step
+    else:
+        step = cell.step
+    _check_step(step, params, h0, xs)
+
+    valid = None
+    if lengths is not None:
+        checkify.debug_check(
+            jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]"
+        )
+        valid = jnp.arange(time)[:, None] < lengths[None, :]
+    if resets is not None:
+        resets = time_to_front(resets, time_major)
+
+    def body(h, inputs):
+        x, valid_t, reset_t = inputs
+        if reset_t is not None:
+            h = tree_where(reset_t, h0, h)
+        h_next, y = step(params, h, x)
+        if valid_t is not None:
+            h_next = tree_where(valid_t, h_next, h)
+            y = jax.tree_util.tree_map(lambda a: jnp.where(_expand(valid_t, a), a, 0), y)
+        return h_next, ((y, h_next) if return_all_states else y)
+
+    if remat:
+        policy = REMAT_POLICIES["carry" if remat is True else remat]
+        body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+
+    h_final, out = jax.lax.scan(
+        body, h0, (xs, valid, resets), reverse=reverse,
+        unroll=default_unroll() if unroll is None else unroll,
+    )
+    if return_all_states:
+        ys, states = out
+        return time_to_front(ys, time_major), h_final, time_to_front(states, time_major)
+    return time_to_front(out, time_major), h_final
+
+
+def _initial_state(cell: Cell, params, initial_state, batch: int):
+    if cell.initial_state is None:
+        if initial_state is None:
+            raise ValueError(
+                "initial_state is required when the cell is a bare step function "
+                "(it has no initial_state of its own); pass initial_state=... with "
+                "leaves of shape (batch, size)"
+            )
+        return initial_state
+    if initial_state is None:
+        return cell.initial_state(params, (batch,))
+    expected = jax.eval_shape(lambda p: cell.initial_state(p, (batch,)), params)
+    check_same_structure(
+        "initial_state", initial_state, expected, f"cell.initial_state(params, ({batch},))"
+    )
+    return initial_state
+
+
+def _check_step(step, params, h0, xs) -> None:
+    """Traces one step abstractly: the state it returns must match the one it got."""
+    x0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
+    out = jax.eval_shape(step, params, h0, x0)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(
+            f"cell.step must return a pair (state, output); got {type(out).__name__}"
+        )
+    check_same_structure(
+        "the state returned by cell.step", out[0], h0, "the state it was given"
+    )
+
+
+def _check_xs(name: str, xs, time_major: bool) -> tuple[int, int]:
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves:
+        raise ValueError(f"{name} must hold at least one array; got {xs!r}")
+    layout = "(time, batch, ...)" if time_major else "(batch, time, ...)"
+    dims = None
+    for leaf in leaves:
+        if not hasattr(leaf, "shape") and not isinstance(leaf, (list, tuple, float, int)):
+            raise TypeError(f"{name} must be an array or a pytree of arrays; got {type(leaf).__name__}")
+        shape = np.shape(leaf)
+        if len(shape) < 2:
+            raise ValueError(f"{name} must have shape {layout}; got shape {shape}")
+        leaf_dims = (shape[1], shape[0]) if time_major else (shape[0], shape[1])
+        if dims is not None and leaf_dims != dims:
+            raise ValueError(
+                f"every array in {name} must share (batch, time) = {dims}; got {leaf_dims}"
+            )
+        dims = leaf_dims
+    return dims
+
+
+def _check_lengths(name: str, lengths, batch: int, time: int):
+    if lengths is None:
+        return None
+    shape = np.shape(lengths)
+    if shape != (batch,):
+        raise ValueError(f"{name} must have shape (batch,) = ({batch},); got shape {shape}")
+    dtype = jnp.result_type(lengths)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{name} must have an integer dtype; got {dtype}")
+    if not isinstance(lengths, jax.core.Tracer):
+        values = np.asarray(lengths)
+        bad = (values < 0) | (values > time)
+        if bad.any():
+            raise ValueError(
+                f"{name} must lie in [0, time] = [0, {time}]; got {values[bad].tolist()} "
+                f"at rows {np.flatnonzero(bad).tolist()}"
+            )
+    return jnp.asarray(lengths)
+
+
+def _check_resets(name: str, resets, batch: int, time: int, time_major: bool):
+    if resets is None:
+        return None
+    expected = (time, batch) if time_major else (batch, time)
+    shape = np.shape(resets)
+    if shape != expected:
+        layout = "(time, batch)" if time_major else "(batch, time)"
+        raise ValueError(f"{name} must have shape {layout} = {expected}; got shape {shape}")
+    dtype = jnp.result_type(resets)
+    if dtype != jnp.bool_:
+        raise TypeError(f"{name} must be a bool mask; got dtype {dtype} (use resets.astype(bool))")
+    return jnp.asarray(resets)
+
+
+def _check_options(unroll, remat) -> None:
+    if unroll is not None and not (unroll is True or (isinstance(unroll, int) and unroll >= 1)):
+        raise ValueError(f"unroll must be a positive int, True or None; got {unroll!r}")
+    if remat is not False and remat is not True and remat not in REMAT_POLICIES:
+        raise ValueError(
+            f"remat must be False, True or one of {sorted(REMAT_POLICIES)}; got {remat!r}"
+        )
