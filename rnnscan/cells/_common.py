@@ -53,6 +53,12 @@ class Precision:
         dtype = self.compute_dtype or self.param_dtype
         return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=self.param_dtype)
 
+    def initialize(self, initializer, key, shape) -> jax.Array:
+        """Draws params in at least float32 (orthogonal's QR has no bf16 kernel),
+        then casts them to the param dtype."""
+        dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+        return initializer(key, shape, dtype).astype(self.param_dtype)
+
     def zeros(self, shape) -> jax.Array:
         return jnp.zeros(shape, self.param_dtype)
 

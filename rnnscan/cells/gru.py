@@ -61,8 +61,8 @@ def gru(
     def init(key):
         k_ih, k_hh = split_keys(key, 2)
         params = {
-            "w_ih": kernel_init(k_ih, (input_size, 3 * H), prec.param_dtype),
-            "w_hh": recurrent_init(k_hh, (H, 3 * H), prec.param_dtype),
+            "w_ih": prec.initialize(kernel_init, k_ih, (input_size, 3 * H)),
+            "w_hh": prec.initialize(recurrent_init, k_hh, (H, 3 * H)),
         }
         if use_bias:
             params["b"] = prec.zeros((3 * H,))

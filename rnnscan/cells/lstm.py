@@ -87,15 +87,15 @@ def lstm(
     def init(key):
         k_ih, k_hh, k_peep, k_proj = split_keys(key, 4)
         params = {
-            "w_ih": kernel_init(k_ih, (input_size, 4 * H), prec.param_dtype),
-            "w_hh": recurrent_init(k_hh, (out_size, 4 * H), prec.param_dtype),
+            "w_ih": prec.initialize(kernel_init, k_ih, (input_size, 4 * H)),
+            "w_hh": prec.initialize(recurrent_init, k_hh, (out_size, 4 * H)),
         }
         if use_bias:
             params["b"] = prec.zeros((4 * H,))
         if peephole:
             params["w_peep"] = jax.random.uniform(k_peep, (3, H), prec.param_dtype, -0.1, 0.1)
         if proj_size:
-            params["w_proj"] = kernel_init(k_proj, (H, proj_size), prec.param_dtype)
+            params["w_proj"] = prec.initialize(kernel_init, k_proj, (H, proj_size))
         return params
 
     def initial_state(params, batch_shape=()):

@@ -48,8 +48,8 @@ def rnn(
     def init(key):
         k_ih, k_hh = split_keys(key, 2)
         params = {
-            "w_ih": kernel_init(k_ih, (input_size, hidden_size), prec.param_dtype),
-            "w_hh": recurrent_init(k_hh, (hidden_size, hidden_size), prec.param_dtype),
+            "w_ih": prec.initialize(kernel_init, k_ih, (input_size, hidden_size)),
+            "w_hh": prec.initialize(recurrent_init, k_hh, (hidden_size, hidden_size)),
         }
         if use_bias:
             params["b"] = prec.zeros((hidden_size,))

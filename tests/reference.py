@@ -1,0 +1,126 @@
+"""Independent references for the tests: the cells' published equations in numpy,
+and a plain Python loop over time with the semantics of DESIGN.md.
+
+Nothing here imports rnnscan: these are what rnnscan is compared against.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+
+
+def lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_clip=None, act="tanh"):
+    """One LSTM step on numpy arrays, gate by gate (rnnscan's i, f, g, o columns)."""
+    h, c = state
+    f_act = ACT[act]
+    H = p["w_ih"].shape[1] // 4
+    z = x @ p["w_ih"] + h @ p["w_hh"] + p.get("b", 0.0)
+    zi, zf, zg, zo = (z[..., k * H : (k + 1) * H] for k in range(4))
+    if "w_peep" in p:
+        zi = zi + p["w_peep"][0] * c
+        zf = zf + p["w_peep"][1] * c
+    c_new = sigmoid(zf + forget_bias) * c + sigmoid(zi) * f_act(zg)
+    if cell_clip is not None:
+        c_new = np.clip(c_new, -cell_clip, cell_clip)
+    if "w_peep" in p:
+        zo = zo + p["w_peep"][2] * c_new
+    h_new = sigmoid(zo) * f_act(c_new)
+    if "w_proj" in p:
+        h_new = h_new @ p["w_proj"]
+        if proj_clip is not None:
+            h_new = np.clip(h_new, -proj_clip, proj_clip)
+    return (h_new, c_new), h_new
+
+
+def gru_step(p, h, x, *, reset_after=True, act="tanh"):
+    """One GRU step: torch's `nn.GRU` (reset_after) or TF1's `GRUCell` equations."""
+    H = p["w_hh"].shape[0]
+    gx = x @ p["w_ih"] + p.get("b", 0.0)
+    w_r, w_z, w_n = (p["w_hh"][:, k * H : (k + 1) * H] for k in range(3))
+    r = sigmoid(gx[..., :H] + h @ w_r)
+    z = sigmoid(gx[..., H : 2 * H] + h @ w_z)
+    if reset_after:
+        n = ACT[act](gx[..., 2 * H :] + r * (h @ w_n + p.get("b_hn", 0.0)))
+    else:
+        n = ACT[act](gx[..., 2 * H :] + (r * h) @ w_n)
+    h_new = (1.0 - z) * n + z * h
+    return h_new, h_new
+
+
+def rnn_step(p, h, x, *, act="tanh"):
+    h_new = ACT[act](x @ p["w_ih"] + h @ p["w_hh"] + p.get("b", 0.0))
+    return h_new, h_new
+
+
+def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False):
+    """A plain Python loop over rows and time, batch-major `xs` `(B, T, F)`.
+
+    Each row is read from step 0 to `lengths[b] - 1` (from `lengths[b] - 1` down
+    to 0 with `reverse`); outputs elsewhere are zero and the state is untouched.
+    `resets[b, t]` puts the row's state back to its initial state before step t.
+    `step(h, x) -> (h, y)` works on one row; `h0` is a tuple of per-row-batched
+    arrays (a pytree of `(B, size)` given as a tuple or a single array).
+    Returns `(ys (B, T, out), final_state, states (B, T, ...))`.
+    """
+    xs = np.asarray(xs)
+    B, T = xs.shape[:2]
+    single = not isinstance(h0, tuple)
+    h0 = (h0,) if single else h0
+    ys, finals, all_states = [], [], []
+    for b in range(B):
+        n = T if lengths is None else int(lengths[b])
+        order = range(n - 1, -1, -1) if reverse else range(n)
+        init = tuple(np.asarray(a[b]) for a in h0)
+        h = init
+        row_y = [None] * T
+        row_states = [None] * T
+        for t in order:
+            if resets is not None and resets[b][t]:
+                h = init
+            h_out, y = step(h[0] if single else h, xs[b, t])
+            h = (h_out,) if single else tuple(h_out)
+            row_y[t] = np.asarray(y)
+            row_states[t] = h
+        # Steps never read (past the length) output zero and hold the state of
+        # the nearest step read before them in scan order.
+        scan_order = range(T - 1, -1, -1) if reverse else range(T)
+        carried = init
+        for t in scan_order:
+            if row_states[t] is None:
+                row_states[t] = carried
+            carried = row_states[t]
+        ys.append(row_y)
+        finals.append(h)
+        all_states.append(row_states)
+    out_shape = next(y.shape for row in ys for y in row if y is not None)
+    ys = np.array([[np.zeros(out_shape) if y is None else y for y in row] for row in ys])
+    final = tuple(np.stack([f[k] for f in finals]) for k in range(len(h0)))
+    states = tuple(
+        np.stack([np.stack([s[k] for s in row]) for row in all_states]) for k in range(len(h0))
+    )
+    return ys, (final[0] if single else final), (states[0] if single else states)
+
+
+GOLDEN_DIR = pathlib.Path(__file__).parent / "golden"
+
+
+def golden(name: str):
+    """Loads `tests/golden/<name>.npz`: `(meta dict, {key: array})` (see its README)."""
+    with np.load(GOLDEN_DIR / f"{name}.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "meta_json"}
+        return json.loads(str(data["meta_json"])), arrays
+
+
+def prefixed(arrays, prefix: str):
+    """The arrays under `prefix` (e.g. `"param/"`), with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -1,0 +1,169 @@
+"""Weight import: rnnscan with torch's or TF1's weights gives their numbers.
+
+The references are golden files computed by torch and TensorFlow 1 themselves
+(tests/golden/, made by the scripts there); torch is only needed for the live
+`from_torch(module)` tests, which are skipped without it.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnscan as rs
+from tests.reference import golden, prefixed
+
+TORCH_CASES = ["lstm", "lstm_packed", "lstm_proj", "gru", "rnn_relu", "rnn_tanh_nobias",
+               "lstmcell", "grucell", "rnncell"]
+TF1_CASES = ["lstm_peephole_clip_proj", "lstm_basic", "gru", "rnn", "rnn_relu"]
+TOL = dict(rtol=2e-5, atol=2e-5)
+
+
+def torch_state(meta, arrays, h="h0", c="c0"):
+    """torch's state arrays as the rnnscan cell's state (dropping the layer axis)."""
+    if h not in arrays:
+        return None
+    squeeze = (lambda a: a) if meta["mode"].endswith("Cell") else (lambda a: a[0])
+    if c in arrays:
+        return rs.LSTMState(jnp.asarray(squeeze(arrays[h])), jnp.asarray(squeeze(arrays[c])))
+    return jnp.asarray(squeeze(arrays[h]))
+
+
+def cell_from_torch_golden(meta, arrays):
+    mode = meta["mode"]
+    cell_module = mode.endswith("Cell")
+    if mode in ("RNN", "RNNCell"):
+        mode = "RNN_RELU" if meta["nonlinearity"] == "relu" else "RNN_TANH"
+    return rs.interop.from_torch_state_dict(
+        mode.removesuffix("Cell"), prefixed(arrays, "param/"), input_size=meta["input_size"],
+        hidden_size=meta["hidden_size"], bias=meta["bias"], proj_size=meta["proj_size"],
+        cell_module=cell_module,
+    )
+
+
+@pytest.mark.parametrize("case", TORCH_CASES)
+def test_torch_golden(case):
+    meta, a = golden(f"torch_{case}")
+    cell, params = cell_from_torch_golden(meta, a)
+    h0 = torch_state(meta, a)
+    lengths = a.get("lengths")
+
+    def loss(x, h0):
+        ys, final = rs.unroll(cell, params, x, initial_state=h0, lengths=lengths)
+        return jnp.sum(ys * a["cot"]), (ys, final)
+
+    (grad_x, grad_h0), (ys, final) = jax.grad(loss, argnums=(0, 1), has_aux=True)(jnp.asarray(a["x"]), h0)
+    np.testing.assert_allclose(ys, a["y"], **TOL)
+    np.testing.assert_allclose(grad_x, a["dx"], **TOL)
+    want_final = torch_state(meta, a, "h_n", "c_n")
+    for got, want in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(want_final)):
+        np.testing.assert_allclose(got, want, **TOL)
+    if h0 is not None:
+        want_grad = torch_state(meta, a, "dh0", "dc0")
+        for got, want in zip(jax.tree_util.tree_leaves(grad_h0), jax.tree_util.tree_leaves(want_grad)):
+            np.testing.assert_allclose(got, want, **TOL)
+
+
+def tf1_state(meta, a, h, c):
+    if h not in a:
+        return None
+    if meta["cell"] == "lstm":
+        return rs.LSTMState(jnp.asarray(a[h]), jnp.asarray(a[c]))  # TF1 orders them (c, h)
+    return jnp.asarray(a[h])
+
+
+@pytest.mark.parametrize("case", TF1_CASES)
+def test_tf1_golden(case):
+    meta, a = golden(f"tf1_{case}")
+    options = {"activation": meta["activation"]}
+    if meta["cell"] == "lstm":
+        options |= {"forget_bias": meta["forget_bias"], "cell_clip": meta["cell_clip"],
+                    "proj_clip": meta["proj_clip"]}
+    cell, params = rs.interop.from_tf1(meta["cell"], prefixed(a, "var/"), **options)
+    h0 = tf1_state(meta, a, "h0", "c0")
+
+    def loss(x, h0):
+        ys, final = rs.dynamic_rnn(cell, params, x, sequence_length=a.get("sequence_length"),
+                                   initial_state=h0, time_major=meta["time_major"])
+        return jnp.sum(ys * a["cot"]), (ys, final)
+
+    (grad_x, grad_h0), (ys, final) = jax.grad(loss, argnums=(0, 1), has_aux=True)(jnp.asarray(a["x"]), h0)
+    np.testing.assert_allclose(ys, a["y"], **TOL)
+    np.testing.assert_allclose(grad_x, a["dx"], **TOL)
+    want_final = tf1_state(meta, a, "final_h", "final_c")
+    for got, want in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(want_final)):
+        np.testing.assert_allclose(got, want, **TOL)
+    if h0 is not None:
+        want_grad = tf1_state(meta, a, "dh0", "dc0")
+        for got, want in zip(jax.tree_util.tree_leaves(grad_h0), jax.tree_util.tree_leaves(want_grad)):
+            np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_tf1_clip_was_exercised():
+    meta, _ = golden("tf1_lstm_peephole_clip_proj")
+    assert meta["max_preclip_abs_c"] > meta["cell_clip"]
+
+
+def test_tf1_variable_names_are_checked():
+    _, a = golden("tf1_gru")
+    variables = prefixed(a, "var/")
+    with pytest.raises(ValueError, match="missing.*candidate/bias"):
+        rs.interop.from_tf1("gru", {k: v for k, v in variables.items() if k != "candidate/bias"})
+    with pytest.raises(ValueError, match="unexpected.*kernel"):
+        rs.interop.from_tf1("gru", variables | {"kernel": variables["gates/kernel"]})
+    with pytest.raises(ValueError, match="kind must be one of"):
+        rs.interop.from_tf1("lstmp", variables)
+    # full TF names as stored in a checkpoint carry a ":0" suffix
+    cell, _ = rs.interop.from_tf1("gru", {k + ":0": v for k, v in variables.items()})
+    assert isinstance(cell, rs.Cell)
+
+
+def test_torch_state_dict_errors():
+    _, a = golden("torch_gru")
+    params = prefixed(a, "param/")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        rs.interop.from_torch_state_dict("LSTMP", params, input_size=4, hidden_size=5)
+    with pytest.raises(ValueError, match="state_dict has no 'bias_hh_l0'"):
+        rs.interop.from_torch_state_dict(
+            "GRU", {k: v for k, v in params.items() if k != "bias_hh_l0"}, input_size=4, hidden_size=5
+        )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda nn: nn.LSTM(3, 5, batch_first=True, proj_size=2),
+        lambda nn: nn.GRU(3, 5),
+        lambda nn: nn.RNN(3, 5, nonlinearity="relu", bias=False, batch_first=True),
+        lambda nn: nn.LSTMCell(3, 5),
+        lambda nn: nn.GRUCell(3, 5, bias=False),
+        lambda nn: nn.RNNCell(3, 5, nonlinearity="relu"),
+    ],
+)
+def test_from_torch_module(make):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = make(torch.nn)
+    x = torch.randn(2, 6, 3)
+    cell, params = rs.interop.from_torch(module)
+    if isinstance(module, torch.nn.RNNCellBase):
+        h = None
+        outs = []
+        for t in range(x.shape[1]):
+            h = module(x[:, t], h)
+            outs.append((h[0] if isinstance(h, tuple) else h).detach().numpy())
+        want = np.stack(outs, 1)
+        ys, _ = rs.unroll(cell, params, x.numpy())
+    else:
+        want = module(x if module.batch_first else x.transpose(0, 1))[0].detach().numpy()
+        ys, _ = rs.unroll(cell, params, x.numpy() if module.batch_first else x.numpy().transpose(1, 0, 2),
+                          time_major=not module.batch_first)
+    np.testing.assert_allclose(ys, want, **TOL)
+
+
+def test_from_torch_rejects_other_modules():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="module must be torch.nn.LSTM"):
+        rs.interop.from_torch(torch.nn.Linear(2, 3))
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
+        rs.interop.from_torch("lstm")
