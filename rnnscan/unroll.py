@@ -17,7 +17,7 @@ from jax.experimental import checkify
 
 from rnnscan.cell import Cell, as_cell, check_same_structure
 
-RematOption = Union[bool, str]
+RematOption = Union[bool, str, int]
 REMAT_POLICIES = {
     "carry": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
@@ -95,9 +95,12 @@ def unroll(
       time_major: layout of `xs`, `ys` (and `resets`, the returned states).
       unroll: steps per scan iteration (`True` unrolls fully); default
         `default_unroll()` for the backend.
-      remat: recompute the step on the backward pass to save memory: `True` or
-        `"carry"` keeps only the carry per step; `"dots"` also keeps the matmul
-        outputs.
+      remat: recompute on the backward pass to save memory: `True` or `"carry"`
+        keeps only the carry per step; `"dots"` also keeps the matmul outputs; an
+        int `k` checkpoints every `k` steps (a two-level scan: one carry per chunk
+        of `k` steps is kept, and a chunk's steps and input projection are
+        recomputed when its gradient is needed; `k` near `sqrt(time)` holds the
+        least; `k` need not divide `time`).
       return_all_states: also return the state after every step.
 
     Returns:
@@ -115,6 +118,51 @@ def unroll(
         cell, params, xs, initial_state, lengths, resets, _UNROLL_NAMES,
         reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
         return_all_states=return_all_states,
+    )
+
+
+def truncated_unroll(
+    cell,
+    params,
+    xs,
+    chunk_size: int,
+    *,
+    initial_state=None,
+    lengths=None,
+    resets=None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: Optional[Union[int, bool]] = None,
+    remat: Union[bool, str] = False,
+    return_all_states: bool = False,
+):
+    """`unroll` with truncated backprop through time (TBPTT) in chunks of `chunk_size` steps.
+
+    The forward values are those of `unroll`. The state is carried from chunk to
+    chunk with its gradient stopped, so a step's gradient reaches back at most to
+    the start of its chunk (`initial_state` still gets the first chunk's
+    gradient). Each chunk is checkpointed: reverse mode holds one chunk's
+    activations and one carry per chunk. For a sequence too long to hold at all,
+    call `unroll` on successive slices instead, passing each call
+    `initial_state=jax.lax.stop_gradient(state)` from the previous one.
+
+    Args:
+      chunk_size: steps per chunk, a positive int (need not divide `time`).
+      remat: the per-step policy inside a chunk (`False`, `True`, `"carry"`,
+        `"dots"`).
+      The other arguments and the return value are those of `unroll`.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    if _is_chunk_size(remat):
+        raise ValueError(
+            "remat must be False, True, 'carry' or 'dots' in truncated_unroll (its chunks "
+            f"are already checkpointed); got {remat!r}"
+        )
+    return _run(
+        cell, params, xs, initial_state, lengths, resets, _UNROLL_NAMES,
+        reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
+        return_all_states=return_all_states, truncate=int(chunk_size),
     )
 
 
@@ -142,21 +190,27 @@ def _run(cell, params, xs, initial_state, lengths, resets, names: _ArgNames, **o
 
 @functools.partial(
     jax.jit,
-    static_argnames=("cell", "reverse", "time_major", "unroll", "remat", "return_all_states"),
+    static_argnames=("cell", "reverse", "time_major", "unroll", "remat", "return_all_states",
+                     "truncate"),
 )
 def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, time_major,
-          unroll, remat, return_all_states):
+          unroll, remat, return_all_states, truncate=None):
     xs = time_to_front(xs, time_major)
     time, batch = jax.tree_util.tree_leaves(xs)[0].shape[:2]
     h0 = _initial_state(cell, params, initial_state, batch)
 
     if cell.has_fast_path:
+        project, step = cell.project_inputs, cell.recurrent_step
+    else:
+        project, step = (lambda p, x: x), cell.step
+    chunk = truncate or (remat if _is_chunk_size(remat) else None)
+    if chunk is None:
         # One (time*batch, in) x (in, gates) matmul for every step at once, off the
         # sequential path.
-        xs, step = cell.project_inputs(params, xs), cell.recurrent_step
+        xs = project(params, xs)
+        _check_step(step, params, h0, xs)
     else:
-        step = cell.step
-    _check_step(step, params, h0, xs)
+        _check_step(step, params, h0, jax.eval_shape(project, params, xs))
 
     valid = None
     if lengths is not None:
@@ -167,28 +221,71 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     if resets is not None:
         resets = time_to_front(resets, time_major)
 
-    def body(h, inputs):
+    def body(h_prev, inputs):
         x, valid_t, reset_t = inputs
-        if reset_t is not None:
-            h = tree_where(reset_t, h0, h)
+        h = h_prev if reset_t is None else tree_where(reset_t, h0, h_prev)
         h_next, y = step(params, h, x)
         if valid_t is not None:
-            h_next = tree_where(valid_t, h_next, h)
+            # A padded step leaves the state alone, a reset on it included.
+            h_next = tree_where(valid_t, h_next, h_prev)
             y = jax.tree_util.tree_map(lambda a: jnp.where(_expand(valid_t, a), a, 0), y)
         return h_next, ((y, h_next) if return_all_states else y)
 
-    if remat:
+    if remat is True or remat in REMAT_POLICIES:  # a chunk size checkpoints chunks instead
         policy = REMAT_POLICIES["carry" if remat is True else remat]
         body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-
-    h_final, out = jax.lax.scan(
-        body, h0, (xs, valid, resets), reverse=reverse,
-        unroll=default_unroll() if unroll is None else unroll,
+    scan_steps = functools.partial(
+        jax.lax.scan, body, reverse=reverse, unroll=default_unroll() if unroll is None else unroll
     )
+
+    if chunk is None:
+        h_final, out = scan_steps(h0, (xs, valid, resets))
+    else:
+        h_final, out = _scan_chunks(scan_steps, project, params, h0, xs, valid, resets, time,
+                                    chunk=chunk, truncate=bool(truncate), reverse=reverse)
     if return_all_states:
         ys, states = out
         return time_to_front(ys, time_major), h_final, time_to_front(states, time_major)
     return time_to_front(out, time_major), h_final
+
+
+def _scan_chunks(scan_steps, project, params, h0, xs, valid, resets, time, *, chunk, truncate,
+                 reverse):
+    """The two-level scan: an outer scan over chunks of `chunk` steps, each chunk
+    checkpointed, so reverse mode keeps one carry per chunk and recomputes a
+    chunk's projection and steps when its gradient is needed."""
+    n_chunks = -(-time // chunk)
+    pad = n_chunks * chunk - time
+    if pad:
+        # Steps past the end behave like steps past a row's length: no-ops.
+        batch = jax.tree_util.tree_leaves(xs)[0].shape[1]
+        valid = jnp.ones((time, batch), bool) if valid is None else valid
+        xs, valid, resets = jax.tree_util.tree_map(
+            lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), (xs, valid, resets)
+        )
+    first = n_chunks - 1 if reverse else 0
+
+    def chunk_body(h, inputs):
+        index, (x, valid_c, resets_c) = inputs
+        if truncate:
+            # TBPTT: no gradient into the previous chunk; the first chunk's still
+            # reaches initial_state.
+            h = jax.tree_util.tree_map(
+                lambda a: jnp.where(index == first, a, jax.lax.stop_gradient(a)), h
+            )
+        return scan_steps(h, (project(params, x), valid_c, resets_c))
+
+    split = lambda a: a.reshape((n_chunks, chunk) + a.shape[1:])
+    h_final, out = jax.lax.scan(
+        jax.checkpoint(chunk_body, prevent_cse=False), h0,
+        (jnp.arange(n_chunks), jax.tree_util.tree_map(split, (xs, valid, resets))),
+        reverse=reverse,
+    )
+    return h_final, jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:time], out)
+
+
+def _is_chunk_size(remat) -> bool:
+    return isinstance(remat, (int, np.integer)) and not isinstance(remat, bool)
 
 
 def _initial_state(cell: Cell, params, initial_state, batch: int):
@@ -280,7 +377,11 @@ def _check_resets(name: str, resets, batch: int, time: int, time_major: bool):
 def _check_options(unroll, remat) -> None:
     if unroll is not None and not (unroll is True or (isinstance(unroll, int) and unroll >= 1)):
         raise ValueError(f"unroll must be a positive int, True or None; got {unroll!r}")
-    if remat is not False and remat is not True and remat not in REMAT_POLICIES:
+    if _is_chunk_size(remat):
+        if remat < 1:
+            raise ValueError(f"remat must be a positive int when it is a chunk size; got {remat}")
+    elif remat is not False and remat is not True and remat not in REMAT_POLICIES:
         raise ValueError(
-            f"remat must be False, True or one of {sorted(REMAT_POLICIES)}; got {remat!r}"
+            f"remat must be False, True, one of {sorted(REMAT_POLICIES)} or a positive int "
+            f"(checkpoint every k steps); got {remat!r}"
         )
