@@ -1,0 +1,126 @@
+"""Character-level language modelling on Jane Austen, with sampling.
+
+The text, `data/austen.txt.gz` (1.15 MB of ASCII), is *Pride and Prejudice*
+(1813) followed by *Persuasion* (1818), both in the public domain: the Project
+Gutenberg transcriptions without their license headers, as distributed in the
+MIT-licensed `janeaustenr` R package (Debian: `r-cran-janeaustenr`), with runs
+of more than two blank lines shortened. The last 5% is held out for evaluation.
+
+A batch holds `batch_size` windows of `seq_len + 1` characters at random
+offsets; the model reads the first `seq_len` and predicts each next one. The
+chance level is `log(vocab_size)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+from importlib import resources
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnscan.tasks.base import Batch, Task, check_size, rng
+
+EVAL_FRACTION = 0.05
+
+
+@functools.cache
+def text() -> str:
+    """The whole corpus, read from the package's data."""
+    with resources.files("rnnscan.tasks").joinpath("data/austen.txt.gz").open("rb") as f:
+        return gzip.decompress(f.read()).decode("ascii")
+
+
+@functools.cache
+def vocab() -> str:
+    """Every character of the corpus, sorted; a character's id is its index."""
+    return "".join(sorted(set(text())))
+
+
+@functools.cache
+def _ids() -> np.ndarray:
+    lookup = np.zeros(128, np.int32)
+    lookup[[ord(c) for c in vocab()]] = np.arange(len(vocab()))
+    return lookup[np.frombuffer(text().encode("ascii"), np.uint8)]
+
+
+def encode(string: str) -> np.ndarray:
+    """Character ids `(len(string),)` int32; raises on characters outside the vocabulary."""
+    unknown = sorted(set(string) - set(vocab()))
+    if unknown:
+        raise ValueError(f"characters not in the charlm vocabulary: {unknown!r}")
+    return np.array([vocab().index(c) for c in string], np.int32)
+
+
+def decode(ids) -> str:
+    return "".join(vocab()[i] for i in np.asarray(ids))
+
+
+def batch(seed: int, step: int, batch_size: int, seq_len: int, split: str = "train") -> Batch:
+    check_size("seq_len", seq_len, 1)
+    r = rng(seed, step, split)
+    ids = _ids()
+    cut = int(len(ids) * (1 - EVAL_FRACTION))
+    part = ids[:cut] if split == "train" else ids[cut:]
+    if seq_len >= len(part):
+        raise ValueError(f"seq_len must be below {len(part)} for the {split} text; got {seq_len}")
+    starts = r.integers(0, len(part) - seq_len, size=(batch_size, 1))
+    windows = part[starts + np.arange(seq_len + 1)]
+    return Batch(
+        inputs=windows[:, :-1],
+        targets=windows[:, 1:],
+        mask=np.ones((batch_size, seq_len), np.float32),
+        lengths=np.full((batch_size,), seq_len, np.int32),
+    )
+
+
+def task() -> Task:
+    size = len(vocab())
+    return Task(
+        name="charlm",
+        input_size=size,
+        output_size=size,
+        chance=math.log(size),
+        batch=batch,
+        encode=lambda inputs: jax.nn.one_hot(inputs, size),
+        token_loss=optax.softmax_cross_entropy_with_integer_labels,
+        defaults=dict(hidden=256, seq_len=64, batch_size=32, steps=1000, lr=3e-3),
+    )
+
+
+def sample(model, params, prompt: str, length: int, key: jax.Array, temperature: float = 0.8) -> str:
+    """`prompt` followed by `length` characters drawn from `model`, one at a time.
+
+    Args:
+      model: a trained `Layer` whose outputs are logits over `vocab()`, such as
+        `rnnscan.train.sequence_model(core, len(vocab()), len(vocab()))`.
+      params: its params.
+      prompt: the text to start from (at least one character).
+      length: characters to generate.
+      key: the PRNG key of the draws.
+      temperature: divides the logits: below 1 is more conservative.
+    """
+    check_size("length", length, 1)
+    if not prompt:
+        raise ValueError("prompt must hold at least one character")
+    tokens = _sample(model, params, jnp.asarray(encode(prompt)), key, length, temperature)
+    return prompt + decode(tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "length"))
+def _sample(model, params, prompt, key, length, temperature):
+    size = len(vocab())
+    ys, state = model.apply(params, jax.nn.one_hot(prompt, size)[None])
+
+    def draw(carry, key):
+        logits, state = carry
+        token = jax.random.categorical(key, logits / temperature)
+        ys, state = model.apply(params, jax.nn.one_hot(token, size)[:, None], initial_state=state)
+        return (ys[:, 0], state), token[0]
+
+    _, tokens = jax.lax.scan(draw, (ys[:, -1], state), jax.random.split(key, length))
+    return tokens

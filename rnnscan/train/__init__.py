@@ -1,0 +1,49 @@
+"""Training on top of rnnscan: optax loops, orbax checkpoints, data parallelism.
+
+The pieces, in the order a training script uses them::
+
+    import optax
+    import rnnscan as rs
+    from rnnscan import train
+
+    model = train.sequence_model(rs.lstm(8, 128), input_size=8, output_size=10)
+    optimizer = optax.adam(1e-3)                      # any optax optimizer or schedule
+
+    def loss_fn(params, batch, key):                  # masked per-token loss
+        ys, _ = model.apply(params, batch["xs"], lengths=batch["lengths"])
+        losses = optax.softmax_cross_entropy_with_integer_labels(ys, batch["labels"])
+        return train.masked_mean(losses, batch["mask"])
+
+    parallel = train.data_parallel()                  # every device; params replicated
+    state = train.init_state(model.init(key), optimizer, key)
+    checkpoints = train.Checkpoints("run/checkpoints")
+    state = checkpoints.restore(parallel.replicate(state))   # resume if there is one
+    state = train.fit(state, train.make_train_step(loss_fn, optimizer),
+                      batches=lambda step: make_batch(seed, step),   # pure in step
+                      steps=10_000, parallel=parallel, checkpoints=checkpoints,
+                      checkpoint_every=500)
+"""
+
+from rnnscan.train.checkpoint import Checkpoints
+from rnnscan.train.loop import NonFiniteLossError, fit
+from rnnscan.train.metrics import MetricsLog, plot_losses
+from rnnscan.train.model import sequence_model
+from rnnscan.train.sharding import DataParallel, data_parallel
+from rnnscan.train.state import TrainState, init_state
+from rnnscan.train.step import make_eval_step, make_train_step, masked_mean
+
+__all__ = [
+    "Checkpoints",
+    "DataParallel",
+    "MetricsLog",
+    "NonFiniteLossError",
+    "TrainState",
+    "data_parallel",
+    "fit",
+    "init_state",
+    "make_eval_step",
+    "make_train_step",
+    "masked_mean",
+    "plot_losses",
+    "sequence_model",
+]

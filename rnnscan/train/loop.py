@@ -1,0 +1,135 @@
+"""`fit`: the training loop, with periodic evaluation, logging and checkpoints."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+import jax.numpy as jnp
+from tqdm.auto import tqdm
+
+from rnnscan.train.checkpoint import Checkpoints
+from rnnscan.train.sharding import DataParallel, data_parallel
+from rnnscan.train.state import TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradients became NaN or inf; no checkpoint was written after the last good step."""
+
+
+def fit(
+    state: TrainState,
+    train_step: Callable,
+    batches: Callable[[int], object],
+    *,
+    steps: int,
+    parallel: Optional[DataParallel] = None,
+    eval_step: Optional[Callable] = None,
+    eval_batches: Sequence[object] = (),
+    eval_every: Optional[int] = None,
+    log_every: int = 100,
+    checkpoints: Optional[Checkpoints] = None,
+    checkpoint_every: Optional[int] = None,
+    tokens_per_step: Optional[int] = None,
+    on_log: Optional[Callable[[dict], None]] = None,
+    progress: bool = True,
+) -> TrainState:
+    """Trains from `state.step` until `steps` updates are done.
+
+    Args:
+      state: where to start: a fresh `init_state(...)` or `Checkpoints.restore(...)`.
+      train_step: from `make_train_step`; donates the state it is given.
+      batches: `batches(s)`, the global batch (host arrays) for update `s + 1`.
+        It must be a pure function of `s`: `state.step` is then the data
+        position, and a resumed run sees the batches an uninterrupted one would.
+      steps: the total number of updates at which to stop.
+      parallel: where state and batches go; default `data_parallel()`, every
+        device (a batch size that the device count divides is then required).
+      eval_step, eval_batches, eval_every: `make_eval_step(...)`, the batches it
+        averages over, and the interval; evaluation also runs after the last step.
+      log_every: a record every this many steps and after the last one.
+      checkpoints, checkpoint_every: where and how often to save; a checkpoint
+        is also saved after the last step.
+      tokens_per_step: tokens in one global batch, for `tokens_per_s`.
+      on_log: called with each record: `{"step", "loss", "grad_norm",
+        "tokens_per_s" (with tokens_per_step), "eval_loss" (at evaluations)}`.
+      progress: a tqdm bar when stderr is a terminal, else one plain line per
+        record on stdout; `False` for neither.
+
+    Returns:
+      The state after `steps` updates.
+
+    Raises:
+      NonFiniteLossError: if the loss or the gradient norm became NaN or inf.
+        Every step is checked, on the device; the check is read at each record
+        and before each checkpoint, so no non-finite state is ever saved.
+    """
+    if eval_step is not None and not eval_batches:
+        raise ValueError("fit: eval_step needs eval_batches, the batches to evaluate on")
+    parallel = parallel or data_parallel()
+    state = parallel.replicate(state)
+    eval_batches = [parallel.shard(batch) for batch in eval_batches]
+    start = int(state.step)
+    bar = tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True,
+               disable=not (progress and sys.stderr.isatty()))
+
+    all_finite = jnp.array(True)  # on the device: no sync per step
+    last_checked, last_logged, last_time = start, start, time.perf_counter()
+    for step in range(start + 1, steps + 1):
+        state, metrics = train_step(state, parallel.shard(batches(step - 1)))
+        all_finite = all_finite & metrics["finite"]
+        bar.update()
+
+        last = step == steps
+        evaluate = eval_step is not None and (last or (eval_every and step % eval_every == 0))
+        save = checkpoints is not None and (last or (checkpoint_every and step % checkpoint_every == 0))
+        log = evaluate or last or step % log_every == 0
+        if log or save:
+            _check_finite(all_finite, last_checked, step, checkpoints)
+            last_checked = step
+        if save:
+            checkpoints.save(state)
+        if not log:
+            continue
+
+        record = {"step": step, "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
+        if tokens_per_step:
+            record["tokens_per_s"] = tokens_per_step * (step - last_logged) / (time.perf_counter() - last_time)
+        if evaluate:
+            losses = [float(eval_step(state.params, batch)) for batch in eval_batches]
+            record["eval_loss"] = sum(losses) / len(losses)
+        last_logged, last_time = step, time.perf_counter()
+
+        if on_log is not None:
+            on_log(record)
+        if not bar.disable:
+            bar.set_postfix_str(_describe(record))
+        elif progress:
+            print(f"step {step}/{steps}  " + _describe(record), flush=True)
+
+    bar.close()
+    if checkpoints is not None:
+        checkpoints.wait()
+    return state
+
+
+def _check_finite(all_finite, last_checked: int, step: int, checkpoints: Optional[Checkpoints]) -> None:
+    if bool(all_finite):
+        return
+    where = f"at step {step}" if last_checked == step - 1 else f"between steps {last_checked + 1} and {step}"
+    good = checkpoints.latest_step() if checkpoints is not None else None
+    raise NonFiniteLossError(
+        f"the loss or the gradients became NaN or inf {where}; training stopped. "
+        + ("No checkpoint was saved." if good is None else f"The last good checkpoint is step {good}.")
+        + " Try a lower learning rate or stronger gradient clipping."
+    )
+
+
+def _describe(record: dict) -> str:
+    parts = [f"loss {record['loss']:.4f}"]
+    if "eval_loss" in record:
+        parts.append(f"eval {record['eval_loss']:.4f}")
+    if "tokens_per_s" in record:
+        parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
+    return "  ".join(parts)

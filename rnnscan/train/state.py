@@ -1,0 +1,32 @@
+"""`TrainState`: everything a training run carries from one step to the next."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class TrainState(NamedTuple):
+    """A pytree, so it goes through `jax.jit`, `jax.device_put` and orbax as is.
+
+    Attributes:
+      params: the model's params pytree.
+      opt_state: the optax optimizer's state for `params`.
+      step: int32 scalar, the number of updates applied so far. It is also the
+        data position: batch `s` of a run is a pure function of `(seed, s)`, so
+        a restored `step` continues the same stream of batches.
+      key: the PRNG key (a raw `uint32[2]` key) that the next step splits.
+    """
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+
+def init_state(params, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
+    """The state before the first step: `optimizer.init(params)`, step 0."""
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
