@@ -23,14 +23,10 @@ import optax
 import rnnscan as rs
 from rnnscan import tasks, train
 
-CELLS = {
-    "lstm": rs.lstm,
-    "gru": rs.gru,
-    "rnn": rs.rnn,
-    "mingru": rs.mingru,
-    "minlstm": rs.minlstm,
-    "lru": rs.lru,
-}
+# Cells `(input_size, hidden_size)` whose outputs have `hidden_size` features, so
+# they stack. (`rs.lru` outputs `input_size` features: a block for models with
+# their own encoder and MLPs, not a drop-in here.)
+CELLS = {"lstm": rs.lstm, "gru": rs.gru, "rnn": rs.rnn, "mingru": rs.mingru, "minlstm": rs.minlstm}
 # Settings that may change when a run resumes; any other difference is another run.
 RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out")
 WARMUP_STEPS = 100
@@ -59,6 +55,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -82,7 +88,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=positive_int, help="steps per sequence (default: per task)")
     parser.add_argument("--steps", type=positive_int, help="total updates; more than a finished run's extends it (default: per task)")
     parser.add_argument("--lr", type=positive_float, help="Adam's learning rate, after a linear warmup (default: per task)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the params and the data (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the params and the data (default: 0)")
     parser.add_argument("--log-every", type=positive_int, default=50, help="steps between log records (default: 50)")
     parser.add_argument("--eval-every", type=positive_int, default=250, help="steps between evaluations (default: 250)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints (default: 250)")
@@ -101,8 +107,12 @@ def run_train(args: argparse.Namespace) -> int:
     if config["batch_size"] % parallel.num_devices:
         raise UsageError(f"--batch-size {config['batch_size']} must be a multiple of the "
                          f"number of devices, {parallel.num_devices}")
-    check_resumable(out, config)
     seed, batch_size, seq_len = config["seed"], config["batch_size"], config["seq_len"]
+    try:
+        eval_batches = [task.batch(seed, i, batch_size, seq_len, "eval") for i in range(EVAL_BATCHES)]
+    except ValueError as error:
+        raise UsageError(f"--task {task.name}: {error}") from None
+    check_resumable(out, config)
 
     # The model: inputs -> `layers` stacked cells -> a dense readout at every step.
     make_cell = CELLS[config["cell"]]
@@ -133,7 +143,7 @@ def run_train(args: argparse.Namespace) -> int:
             steps=config["steps"],
             parallel=parallel,
             eval_step=train.make_eval_step(loss_fn),
-            eval_batches=[task.batch(seed, i, batch_size, seq_len, "eval") for i in range(EVAL_BATCHES)],
+            eval_batches=eval_batches,
             eval_every=config["eval_every"],
             log_every=config["log_every"],
             checkpoints=checkpoints,

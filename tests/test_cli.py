@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from rnnscan import train
 from rnnscan.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["train", "--task", "copy", "--hidden", "16", "--batch-size", "8", "--seq-len", "9"]
+TINY = ["train", "--task", "copy", "--layers", "2", "--hidden", "16", "--batch-size", "8", "--seq-len", "9"]
 
 
 def records(out: Path) -> list[dict]:
@@ -47,21 +49,21 @@ def test_train_writes_metrics_run_json_plot_and_a_sample(tmp_path, capsys):
     assert (out / "checkpoints" / "20").is_dir()
 
 
-RESUMABLE = TINY + ["--steps", "60", "--checkpoint-every", "4", "--log-every", "1", "--eval-every", "30"]
+INTERRUPTIBLE = TINY + ["--steps", "60", "--checkpoint-every", "4", "--log-every", "1", "--eval-every", "30"]
 
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> list[tuple]:
-    """The curve of a run of RESUMABLE that nothing interrupts."""
+    """The curve of a run of INTERRUPTIBLE that nothing interrupts."""
     out = tmp_path_factory.mktemp("straight")
-    assert main(RESUMABLE + ["--out", str(out)]) == 0
+    assert main(INTERRUPTIBLE + ["--out", str(out)]) == 0
     return curve(out)
 
 
 def test_same_out_resumes_and_larger_steps_extend_the_run_exactly(straight, tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(RESUMABLE + ["--steps", "10", "--out", out]) == 0
-    assert main(RESUMABLE + ["--out", out, "--log-every", "20"]) == 0
+    assert main(INTERRUPTIBLE + ["--steps", "10", "--out", out]) == 0
+    assert main(INTERRUPTIBLE + ["--out", out, "--log-every", "20"]) == 0
     assert "resuming" in capsys.readouterr().out
     resumed = curve(tmp_path / "run")
     assert [step for step, *_ in resumed] == list(range(1, 11)) + [20, 30, 40, 60]
@@ -76,7 +78,7 @@ def latest_checkpoint(out: Path) -> int:
 
 def test_sigkill_at_any_moment_then_resume_gives_identical_losses(straight, tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "rnnscan", *RESUMABLE, "--out", str(out)]
+    command = [sys.executable, "-m", "rnnscan", *INTERRUPTIBLE, "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {
         "PYTHONPATH": str(REPO),
         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),  # compile once, not per restart
@@ -109,6 +111,8 @@ def test_sigkill_at_any_moment_then_resume_gives_identical_losses(straight, tmp_
     (["--steps", "0"], "--steps: must be a positive integer"),
     (["--lr", "0"], "--lr: must be a positive finite number"),
     (["--lr", "nan"], "--lr: must be a positive finite number"),
+    (["--seed", "-1"], "--seed: must be a non-negative integer"),
+    (["--task", "copy", "--seq-len", "2"], "--task copy: seq_len must be at least 3"),
 ])
 def test_bad_arguments_exit_with_status_2_and_say_why(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
@@ -116,6 +120,14 @@ def test_bad_arguments_exit_with_status_2_and_say_why(argv, message, tmp_path, c
     assert exit.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_the_devices_do_not_divide_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(train, "data_parallel", lambda: SimpleNamespace(num_devices=3))
+    with pytest.raises(SystemExit) as exit:
+        main(TINY + ["--out", str(tmp_path / "run")])
+    assert exit.value.code == 2
+    assert "--batch-size 8 must be a multiple of the number of devices, 3" in capsys.readouterr().err
 
 
 def test_an_out_holding_another_configuration_is_refused_untouched(tmp_path, capsys):

@@ -91,7 +91,7 @@ def test_train_step_clips_the_global_gradient_norm():
     loss_fn = lambda p, batch, key: jnp.sum(p["w"] * batch)  # gradient = batch
     optimizer = optax.sgd(1.0)
     step = train.make_train_step(loss_fn, optimizer, max_grad_norm=0.5)
-    state = train.init_state(params, optimizer, jax.random.PRNGKey(0))
+    state = train.init_state(params, optimizer, jax.random.key(0))  # a typed key is stored raw
     state, metrics = step(state, jnp.array([6.0, 8.0]))
     assert metrics["grad_norm"] == 10.0 and bool(metrics["finite"])
     np.testing.assert_allclose(state.params["w"], [3.0 - 0.3, 4.0 - 0.4], rtol=1e-6)

@@ -28,5 +28,11 @@ class TrainState(NamedTuple):
 
 
 def init_state(params, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
-    """The state before the first step: `optimizer.init(params)`, step 0."""
+    """The state before the first step: `optimizer.init(params)`, step 0.
+
+    `key` may be a raw key (`jax.random.PRNGKey`) or a typed one
+    (`jax.random.key`); it is stored raw, which every checkpoint format holds.
+    """
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
