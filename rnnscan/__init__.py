@@ -3,8 +3,12 @@
 from rnnscan import interop
 from rnnscan.cell import Cell
 from rnnscan.cells import LSTMState, gru, lstm, rnn
-from rnnscan.unroll import dynamic_rnn, unroll
+from rnnscan.layers import Layer, bidirectional, layer, multi_cell, stack
+from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
 
 __version__ = "0.1.0"
 
-__all__ = ["Cell", "LSTMState", "dynamic_rnn", "gru", "interop", "lstm", "rnn", "unroll"]
+__all__ = [
+    "Cell", "LSTMState", "Layer", "bidirectional", "dynamic_rnn", "gru", "interop", "layer",
+    "lstm", "multi_cell", "rnn", "stack", "truncated_unroll", "unroll",
+]

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import Cell
-from rnnscan.cells import gru, lstm, rnn
+from rnnscan.cells import LSTMState, gru, lstm, rnn
+from rnnscan.layers import bidirectional as bidirectional_layer
+from rnnscan.layers import layer, stack
 
 _MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 _CELL_MODES = {"LSTMCell": "LSTM", "GRUCell": "GRU"}
@@ -31,6 +34,13 @@ def from_torch(module):
       `time_major=not module.batch_first`), with torch's packed sequences as
       `lengths`. The cell's state is `LSTMState(h, c)` or `h`, without torch's
       leading `(num_layers * num_directions)` axis.
+
+      Otherwise (`num_layers > 1` or `bidirectional`), `(layer, params)`:
+      `layer.apply(params, x, lengths=...)` equals `module(x)` in the module's
+      layout (`batch_first`), a `rs.stack` with one entry per layer in params and
+      state, each a `(fw, bw)` pair for a bidirectional module; torch's `dropout`
+      between layers applies when `apply` gets a `key`. `torch_state` and
+      `to_torch_state` convert torch's `(h0, c0)` and `(h_n, c_n)`.
     """
     import torch  # only needed here
 
@@ -49,6 +59,7 @@ def from_torch(module):
             module.mode, state_dict, input_size=module.input_size,
             hidden_size=module.hidden_size, num_layers=module.num_layers, bias=module.bias,
             bidirectional=module.bidirectional, proj_size=module.proj_size,
+            batch_first=module.batch_first, dropout=module.dropout,
         )
     raise TypeError(
         f"module must be torch.nn.LSTM, GRU, RNN or their *Cell variants; got {kind}"
@@ -65,6 +76,8 @@ def from_torch_state_dict(
     bias: bool = True,
     bidirectional: bool = False,
     proj_size: int = 0,
+    batch_first: bool = False,
+    dropout: float = 0.0,
     cell_module: bool = False,
 ):
     """`from_torch` without torch: from a module's `state_dict` as numpy arrays.
@@ -73,23 +86,86 @@ def from_torch_state_dict(
       mode: torch's `module.mode`: `"LSTM"`, `"GRU"`, `"RNN_TANH"` or `"RNN_RELU"`.
       state_dict: torch's parameter names (`weight_ih_l0`, `bias_hh_l1_reverse`,
         `weight_hr_l0`, ...; `weight_ih`, ... for a `*Cell` module) to arrays.
-      input_size, hidden_size, num_layers, bias, bidirectional, proj_size: the
-        module's constructor arguments.
+      input_size, hidden_size, num_layers, bias, bidirectional, proj_size,
+        batch_first, dropout: the module's constructor arguments.
       cell_module: the weights come from an `LSTMCell`/`GRUCell`/`RNNCell`.
 
     Returns:
-      `(cell, params)` for one layer in one direction, else `(layer, params)`.
+      `(cell, params)` for one layer in one direction, else `(layer, params)`
+      (see `from_torch`).
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
-    if num_layers != 1 or bidirectional:
-        raise NotImplementedError(
-            "multi-layer and bidirectional torch modules need rnnscan.layers"
+    dtype = _dtype(state_dict)
+    if cell_module or (num_layers == 1 and not bidirectional):
+        cell = torch_cell(mode, input_size, hidden_size, bias=bias, proj_size=proj_size,
+                          dtype=dtype)
+        suffix = "" if cell_module else "_l0"
+        return cell, torch_params(mode, state_dict, suffix, bias=bias, proj_size=proj_size)
+
+    directions = ("", "_reverse") if bidirectional else ("",)
+    out_size = proj_size or hidden_size
+    layers, params = [], []
+    for i in range(num_layers):
+        # Above the first layer, the input is every direction's output, concatenated.
+        cell = torch_cell(mode, input_size if i == 0 else len(directions) * out_size,
+                          hidden_size, bias=bias, proj_size=proj_size, dtype=dtype)
+        per_direction = tuple(
+            torch_params(mode, state_dict, f"_l{i}{d}", bias=bias, proj_size=proj_size)
+            for d in directions
         )
-    cell = torch_cell(mode, input_size, hidden_size, bias=bias, proj_size=proj_size,
-                      dtype=_dtype(state_dict))
-    suffix = "" if cell_module else "_l0"
-    return cell, torch_params(mode, state_dict, suffix, bias=bias, proj_size=proj_size)
+        if bidirectional:
+            layers.append(bidirectional_layer(cell, cell, time_major=not batch_first))
+            params.append(per_direction)
+        else:
+            layers.append(layer(cell, time_major=not batch_first))
+            params.append(per_direction[0])
+    return stack(layers, dropout=dropout, time_major=not batch_first), tuple(params)
+
+
+def torch_state(h0, c0=None, *, num_layers: int = 1, bidirectional: bool = False):
+    """torch's initial state as the state of what `from_torch` returns for the module.
+
+    Args:
+      h0: `(num_layers * num_directions, batch, proj_size or hidden_size)`, torch's
+        `h_0` (index `layer * num_directions + direction`).
+      c0: `(num_layers * num_directions, batch, hidden_size)`, an LSTM's `c_0`;
+        None for GRU and RNN.
+      num_layers, bidirectional: the module's.
+
+    Returns:
+      For one layer in one direction, the cell's state (`LSTMState(h, c)` or
+      `h`); else a tuple with one entry per layer, a `(fw, bw)` pair of states
+      per layer when bidirectional.
+    """
+    directions = 2 if bidirectional else 1
+    for name, a in (("h0", h0), ("c0", c0)):
+        if a is not None and (np.ndim(a) != 3 or np.shape(a)[0] != num_layers * directions):
+            raise ValueError(
+                f"{name} must have shape (num_layers * num_directions, batch, size) with "
+                f"num_layers * num_directions = {num_layers * directions}; got {np.shape(a)}"
+            )
+    flat = [h0[i] if c0 is None else LSTMState(h0[i], c0[i]) for i in range(len(h0))]
+    if num_layers == 1 and not bidirectional:
+        return flat[0]
+    per_layer = [flat[i : i + directions] for i in range(0, len(flat), directions)]
+    return tuple(tuple(d) if bidirectional else d[0] for d in per_layer)
+
+
+def to_torch_state(state, *, num_layers: int = 1, bidirectional: bool = False):
+    """The inverse of `torch_state`: a final state as torch's `h_n` (and `c_n`).
+
+    Returns:
+      `(h_n, c_n)` for an LSTM state, else `h_n`; each `(num_layers *
+      num_directions, batch, size)`.
+    """
+    if num_layers == 1 and not bidirectional:
+        flat = [state]
+    else:
+        flat = [s for entry in state for s in (entry if bidirectional else (entry,))]
+    if isinstance(flat[0], LSTMState):
+        return jnp.stack([s.h for s in flat]), jnp.stack([s.c for s in flat])
+    return jnp.stack(flat)
 
 
 def torch_cell(mode: str, input_size: int, hidden_size: int, *, bias: bool, proj_size: int, dtype) -> Cell:
