@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The benchmark matrix on a lent GPU, within 8 minutes, results under $OUT.
+#
+# Run from the repository root on a machine whose jax has CUDA and that has torch
+# and flax (nothing is installed). First checks rnnscan against the plain
+# reference and against torch's cuDNN on the GPU, and stops if they disagree.
+# Then runs the configs in groups, each in its own process under a timeout (a
+# crash or a hang loses only its group), most important first, and merges what
+# finished into $OUT/gpu.{json,md,png}. Exits non-zero if any group failed.
+#
+#   OUT=/tmp/out bash benchmarks/gpu.sh
+#   OUT=/tmp/out TINY=1 bash benchmarks/gpu.sh   # smoke test of this script (any machine)
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# JAX and torch share the GPU: no preallocation of most of its memory by JAX.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+: "${OUT:?set OUT to the results directory}"
+mkdir -p "$OUT"
+BUDGET=${BUDGET:-480}   # seconds for the whole script
+FAILED=()
+
+{ nvidia-smi || true; } > "$OUT/nvidia-smi.txt" 2>&1
+python -c 'import jax; print(jax.devices())' | tee "$OUT/devices.txt"
+
+echo "== correctness: rnnscan vs the plain scan and torch, on the GPU"
+timeout 150 python -m rnnscan.bench.check 2>&1 | tee "$OUT/check.txt"
+
+# group NAME ARGS...: one harness run, timed out before the budget ends.
+group() {
+  local name=$1; shift
+  local left=$((BUDGET - SECONDS - 25))
+  if ((left < 40)); then
+    echo "== $name: skipped, ${left}s left"; FAILED+=("$name (no time)"); return
+  fi
+  echo "== $name ($left s left)"
+  if [[ -n "${TINY:-}" ]]; then set -- "$@" --configs tiny --rounds 1 --reps 2; fi
+  timeout "$left" python -m rnnscan.bench --out "$OUT" --name "gpu-$name" \
+      --rounds 5 --reps 10 --case-budget 3 --deadline $((left - 40)) "$@" \
+    || { echo "== $name: failed or timed out (rc=$?)"; FAILED+=("$name"); }
+}
+
+group headline --configs small,medium,latency
+group matmul --configs large,deepbench
+group more --configs gru_medium,lstm4_medium,long
+group bf16 --configs medium,large --dtype bfloat16 --peers rnnscan,torch,flax,plain_scan
+group memory --configs medium --modes train --memory --rounds 1 --reps 3 \
+  --peers rnnscan,torch,flax,jax_cudnn
+
+shopt -s nullglob
+results=("$OUT"/gpu-*.json)
+if ((${#results[@]})); then
+  python -m rnnscan.bench --report "${results[@]}" --out "$OUT" --name gpu
+  cat "$OUT/gpu.md"
+fi
+if ((${#FAILED[@]})); then
+  echo "groups that did not finish: ${FAILED[*]}"
+  exit 1
+fi

@@ -1,0 +1,5 @@
+import sys
+
+from rnnscan.bench.run import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""The benchmark harness end to end on a tiny config (no timing is ever asserted)."""
+
+import json
+
+import jax.numpy as jnp
+
+from rnnscan.bench import CONFIGS, check, main, run
+from rnnscan.bench.configs import Config
+
+
+def test_harness_writes_results(tmp_path):
+    doc = run([CONFIGS["tiny"]], ["rnnscan", "plain_scan", "jax_cudnn"], rounds=1, reps=2,
+              out_dir=str(tmp_path), name="tiny", log=lambda message: None)
+
+    on_disk = json.loads((tmp_path / "tiny.json").read_text())
+    assert on_disk == json.loads(json.dumps(doc))
+    assert {"device", "cpu", "cores"} <= set(on_disk["machine"])
+    assert on_disk["versions"]["jax"]
+    rows = {(r["peer"], r["mode"]): r for r in on_disk["results"]}
+    assert set(rows) == {(p, m) for p in ("rnnscan", "plain_scan") for m in ("forward", "train")}
+    for row in rows.values():
+        assert row["median_ms"] > 0 and row["n"] >= 1 and row["tokens_per_s"] > 0
+        assert row["compile_s"] > 0 and row["xla_bytes"] > 0
+    if on_disk["machine"]["device"].startswith("cpu"):
+        assert [s["peer"] for s in on_disk["skipped"]] == ["jax_cudnn", "jax_cudnn"]
+
+    markdown = (tmp_path / "tiny.md").read_text()
+    assert "## forward+backward" in markdown and "| tiny | lstm 2x8x4->8 |" in markdown
+    assert (tmp_path / "tiny.png").stat().st_size > 0
+
+
+def test_report_merges_runs(tmp_path):
+    doc = run([CONFIGS["tiny"]], ["rnnscan", "plain_scan"], ["forward"], rounds=1, reps=1,
+              out_dir=str(tmp_path), name="a", log=lambda message: None)
+    for row in doc["results"]:  # a second run, of another config
+        row["config"] = "b"
+    (tmp_path / "b.json").write_text(json.dumps(doc))
+    assert main(["--report", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "--out", str(tmp_path), "--name", "ab"]) == 0
+    markdown = (tmp_path / "ab.md").read_text()
+    assert "| tiny |" in markdown and "| b |" in markdown
+
+
+def test_rnnscan_matches_the_plain_reference():
+    lines = []
+    for cell in ("lstm", "gru"):
+        config = Config("check", cell, 2, 5, 3, 4)
+        assert check.against_plain(config, None, 1e-5, lines.append), lines
+        assert check.against_plain(config, jnp.bfloat16, 3e-2, lines.append), lines
