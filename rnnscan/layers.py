@@ -11,7 +11,7 @@ entry per layer for a stack, a `(fw, bw)` pair for a bidirectional layer.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -318,15 +318,13 @@ def multi_cell(cells: Sequence) -> Cell:
 def _variational_dropout(cell: Cell) -> Cell:
     """`cell` with variational dropout; its params are `(params, _Masks)`."""
 
-    def on_state(h, mask):
-        if mask is None:
-            return h
-        part = h.h if isinstance(h, LSTMState) else h
-        part = jax.tree_util.tree_map(jnp.multiply, part, mask)
-        return h._replace(h=part) if isinstance(h, LSTMState) else part
-
     def on(a, mask):
         return a if mask is None else jax.tree_util.tree_map(jnp.multiply, a, mask)
+
+    def on_state(h, mask):
+        if isinstance(h, LSTMState):
+            return h._replace(h=on(h.h, mask))
+        return on(h, mask)
 
     def step(params, h, x):
         params, masks = params
@@ -359,6 +357,8 @@ def _draw_masks(key, rates: _Masks, cell: Cell, params, xs, initial_state, time_
     )
     h = jax.eval_shape(lambda p, s: _initial_state(cell, p, s, batch), params, initial_state)
     y = jax.eval_shape(cell.step, params, h, x)[1]
+    # An LSTM's memory cell c is not dropped (Keras, TF1): it is not what the
+    # recurrent matmul reads.
     shapes = _Masks(x, h.h if isinstance(h, LSTMState) else h, y)
 
     def draw(k, rate, tree):
