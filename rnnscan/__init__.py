@@ -2,7 +2,7 @@
 
 from rnnscan import interop
 from rnnscan.cell import Cell
-from rnnscan.cells import LSTMState, gru, lstm, rnn
+from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, rnn
 from rnnscan.layers import Layer, bidirectional, layer, multi_cell, stack
 from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
 
@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cell", "LSTMState", "Layer", "bidirectional", "dynamic_rnn", "gru", "interop", "layer",
-    "lstm", "multi_cell", "rnn", "stack", "truncated_unroll", "unroll",
+    "lru", "lstm", "mingru", "minlstm", "multi_cell", "rnn", "stack", "truncated_unroll",
+    "unroll",
 ]

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from rnnscan import parallel
 from rnnscan.cell import Cell, as_cell, check_same_structure
 
 RematOption = Union[bool, str, int]
@@ -73,6 +74,7 @@ def unroll(
     unroll: Optional[Union[int, bool]] = None,
     remat: RematOption = False,
     return_all_states: bool = False,
+    method: str = "auto",
 ):
     """Runs `cell` over the time axis of `xs`.
 
@@ -102,6 +104,13 @@ def unroll(
         recomputed when its gradient is needed; `k` near `sqrt(time)` holds the
         least; `k` need not divide `time`).
       return_all_states: also return the state after every step.
+      method: `"sequential"`: `lax.scan`, one step after another.
+        `"associative"`: for cells linear in their state (`cell.linear` set:
+        `rs.mingru`, `rs.minlstm`, `rs.lru`), every step at once with
+        `lax.associative_scan`, O(log time) deep; same results, all options
+        above but `unroll` and `remat`. `"auto"` (default): associative for
+        linear cells on sequences long enough for it to be faster on the backend
+        (`rnnscan.parallel.AUTO_MIN_TIME`) and without `remat`, else sequential.
 
     Returns:
       `(ys, final_state)`, or `(ys, final_state, states)` with
@@ -117,7 +126,7 @@ def unroll(
     return _run(
         cell, params, xs, initial_state, lengths, resets, _UNROLL_NAMES,
         reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
-        return_all_states=return_all_states,
+        return_all_states=return_all_states, method=method,
     )
 
 
@@ -179,25 +188,42 @@ def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None, 
     )
 
 
-def _run(cell, params, xs, initial_state, lengths, resets, names: _ArgNames, **options):
+def _run(cell, params, xs, initial_state, lengths, resets, names: _ArgNames,
+         method="sequential", **options):
     cell = as_cell(cell)
     batch, time = _check_xs(names.xs, xs, options["time_major"])
     lengths = _check_lengths(names.lengths, lengths, batch, time)
     resets = _check_resets(names.resets, resets, batch, time, options["time_major"])
     _check_options(options["unroll"], options["remat"])
-    return _scan(params, xs, initial_state, lengths, resets, cell=cell, **options)
+    method = parallel.resolve_method(method, cell, time, remat=options["remat"])
+    return _scan(params, xs, initial_state, lengths, resets, cell=cell, method=method, **options)
 
 
 @functools.partial(
     jax.jit,
     static_argnames=("cell", "reverse", "time_major", "unroll", "remat", "return_all_states",
-                     "truncate"),
+                     "truncate", "method"),
 )
 def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, time_major,
-          unroll, remat, return_all_states, truncate=None):
+          unroll, remat, return_all_states, truncate=None, method="sequential"):
     xs = time_to_front(xs, time_major)
     time, batch = jax.tree_util.tree_leaves(xs)[0].shape[:2]
     h0 = _initial_state(cell, params, initial_state, batch)
+
+    valid = None
+    if lengths is not None:
+        checkify.debug_check(
+            jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]"
+        )
+        valid = jnp.arange(time)[:, None] < lengths[None, :]
+    if resets is not None:
+        resets = time_to_front(resets, time_major)
+    if method == "associative":
+        h_final, out = parallel.associative_scan(
+            cell.linear, params, xs, h0, valid, resets,
+            reverse=reverse, return_all_states=return_all_states,
+        )
+        return _outputs(h_final, out, time_major, return_all_states)
 
     if cell.has_fast_path:
         project, step = cell.project_inputs, cell.recurrent_step
@@ -211,15 +237,6 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         _check_step(step, params, h0, xs)
     else:
         _check_step(step, params, h0, jax.eval_shape(project, params, xs))
-
-    valid = None
-    if lengths is not None:
-        checkify.debug_check(
-            jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]"
-        )
-        valid = jnp.arange(time)[:, None] < lengths[None, :]
-    if resets is not None:
-        resets = time_to_front(resets, time_major)
 
     def body(h_prev, inputs):
         x, valid_t, reset_t = inputs
@@ -243,6 +260,11 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     else:
         h_final, out = _scan_chunks(scan_steps, project, params, h0, xs, valid, resets, time,
                                     chunk=chunk, truncate=bool(truncate), reverse=reverse)
+    return _outputs(h_final, out, time_major, return_all_states)
+
+
+def _outputs(h_final, out, time_major: bool, return_all_states: bool):
+    """`unroll`'s return value from the scan's time-major `(carry, outputs)`."""
     if return_all_states:
         ys, states = out
         return time_to_front(ys, time_major), h_final, time_to_front(states, time_major)

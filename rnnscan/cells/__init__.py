@@ -1,7 +1,8 @@
 """Library cells, one module per family."""
 
 from rnnscan.cells.gru import gru
+from rnnscan.cells.linear import lru, mingru, minlstm
 from rnnscan.cells.lstm import LSTMState, lstm
 from rnnscan.cells.rnn import rnn
 
-__all__ = ["LSTMState", "gru", "lstm", "rnn"]
+__all__ = ["LSTMState", "gru", "lru", "lstm", "mingru", "minlstm", "rnn"]
