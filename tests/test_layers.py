@@ -149,10 +149,17 @@ def test_stack_residual_where_shapes_allow():
     assert_trees_close(ys, apply(plain[2], params[2], z1, lengths=LENGTHS)[0] + z1)
 
 
-def test_stack_residual_keeps_padding_zero():
-    st = rs.stack([rs.rnn(F, F)], residual=True)
-    ys, _ = apply(st, random_params(st.init), xs_(), lengths=LENGTHS)
-    assert np.all(np.asarray(ys)[np.arange(T)[None, :] >= LENGTHS[:, None]] == 0)
+@pytest.mark.parametrize("time_major", [False, True])
+def test_stack_residual_keeps_padding_zero(time_major):
+    st = rs.stack([rs.rnn(F, F)], residual=True, time_major=time_major)
+    p = random_params(st.init)
+    xs = xs_().transpose(1, 0, 2) if time_major else xs_()
+    ys, _ = apply(st, p, xs, lengths=LENGTHS)
+    ys = np.asarray(ys).transpose(1, 0, 2) if time_major else np.asarray(ys)
+    valid = np.arange(T)[None, :] < LENGTHS[:, None]
+    assert np.all(ys[~valid] == 0)
+    plain, _ = rs.unroll(rs.rnn(F, F), p[0], xs_(), lengths=LENGTHS)
+    np.testing.assert_allclose(ys[valid], (np.asarray(plain) + xs_())[valid], **TOL)
 
 
 # -- dropout ----------------------------------------------------------------------
