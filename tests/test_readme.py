@@ -20,7 +20,7 @@ def test_readme_examples_run():
     namespace = {}
     skipped = []
     for block in python_blocks():
-        if "import torch" in block:
+        if "torch." in block:
             try:
                 import torch  # noqa: F401
             except ImportError:
