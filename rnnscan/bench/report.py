@@ -78,7 +78,8 @@ def markdown(doc: dict) -> str:
     lines = [
         f"# rnnscan benchmark: {doc.get('name', '')}",
         "",
-        f"Machine: {m.get('device')}; {m.get('cpu')}, {m.get('cores')} cores. "
+        f"Machine: {m.get('device')}; {m.get('cpu')}, {m.get('cores')} cores; load average "
+        f"{m.get('load_average_1m')} at the start, {m.get('load_average_1m_at_end')} at the end. "
         + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v) + ".",
         "",
         "Settings: " + "; ".join(f"{k}: {v}" for k, v in s.items()) + ".",

@@ -40,6 +40,7 @@ def machine() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "os": platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }
 
@@ -76,6 +77,8 @@ def run(
     deadline_s: Optional[float] = None,
     out_dir: Optional[str] = None,
     name: str = "bench",
+    torch_threads: Optional[int] = None,
+    clock: str = "wall",
     log: Callable[[str], None] = print,
 ) -> dict:
     """Benchmarks `peer_names` on `configs`; returns the results document.
@@ -95,11 +98,15 @@ def run(
       out_dir: if given, the JSON, markdown and plot are (re)written there after
         every config, so an interrupted run keeps what it measured.
       name: the file name stem of the outputs.
+      torch_threads: torch's intra-op threads (default: one per core).
+      clock: `"wall"` (latency) or `"cpu"` (process CPU time: the work, for
+        shared machines); see `measure.CLOCKS`.
       log: progress messages.
     """
     start = time.perf_counter()
     out_of_time = lambda: deadline_s is not None and time.perf_counter() - start > deadline_s
-    torch_threads = _set_torch_threads() if "torch" in peer_names else None
+    if "torch" in peer_names:
+        torch_threads = _set_torch_threads(torch_threads or os.cpu_count())
     doc = {
         "name": name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -109,6 +116,7 @@ def run(
             "dtype": dtype,
             "precision": "each library's default (on GPUs both XLA and cuDNN may use TF32)",
             "loss": "sum of the top layer's outputs; gradient w.r.t. params and inputs",
+            "clock": clock,
             "rounds": rounds,
             "reps_per_round": reps,
             "case_budget_s": case_budget_s,
@@ -144,7 +152,7 @@ def run(
             if round_ and out_of_time():
                 break
             for key, program in programs.items():
-                times[key] += measure.time_calls(program.call, reps, case_budget_s / rounds)
+                times[key] += measure.time_calls(program.call, reps, case_budget_s / rounds, clock)
         for (peer, mode), program in programs.items():
             row = _result_row(config, peer, mode, program, times[peer, mode])
             if memory and mode == "train" and not out_of_time():
@@ -153,6 +161,7 @@ def run(
             log(f"{config.name:>12} {peer:>10} {mode:>7}: {row['median_ms']:9.3f} ms "
                 f"(n={row['n']}, compile {row['compile_s'] or 0:.1f} s)")
         del programs
+        doc["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
         if out_dir:
             report.write(doc, out_dir, name)
     return doc
@@ -171,13 +180,13 @@ def _result_row(config: Config, peer: str, mode: str, program: peers.Program, ti
     }
 
 
-def _set_torch_threads() -> Optional[int]:
-    """torch gets every core (its default may be fewer); returns the count, None without torch."""
+def _set_torch_threads(threads: int) -> Optional[int]:
+    """Sets torch's intra-op threads; returns the count, None without torch."""
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 
@@ -208,6 +217,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "(default: on with --full)")
     parser.add_argument("--deadline", type=float, default=None,
                         help="seconds after which no new case starts")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch's intra-op threads (default: one per core)")
+    parser.add_argument("--clock", default="wall", choices=sorted(measure.CLOCKS),
+                        help="wall: latency (the protocol); cpu: process CPU time, the work "
+                             "done (for a machine shared with other jobs)")
     parser.add_argument("--out", default="bench-results", help="output directory")
     parser.add_argument("--name", default=None, help="output file stem")
     args = parser.parse_args(argv)
@@ -236,7 +250,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dtype=args.dtype, rounds=args.rounds, reps=args.reps,
         case_budget_s=args.case_budget or (30.0 if args.full else 10.0),
         memory=args.full if args.memory is None else args.memory,
-        deadline_s=args.deadline, out_dir=args.out, name=name,
+        deadline_s=args.deadline, out_dir=args.out, name=name, torch_threads=args.torch_threads,
+        clock=args.clock,
         log=lambda message: print(message, flush=True),
     )
     print(f"wrote {os.path.join(args.out, name)}.{{json,md,png}}")
