@@ -49,9 +49,23 @@ class Precision:
             raise TypeError(f"compute_dtype must be a floating dtype or None; got {self.compute_dtype}")
 
     def matmul(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        """`x @ w` with operands in the compute dtype and the result in the param dtype."""
+        """`x @ w` with operands in the compute dtype and the result in the param dtype.
+
+        The leading axes of `x` are flattened first: XLA then sees a 2-D product,
+        and so does reverse mode (contracting `(time, batch)` as two axes makes
+        XLA:CPU copy an operand into a transposed layout before the product).
+        """
         dtype = self.compute_dtype or self.param_dtype
-        return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=self.param_dtype)
+        y = jnp.matmul(x.reshape(-1, x.shape[-1]).astype(dtype), w.astype(dtype),
+                       preferred_element_type=self.param_dtype)
+        return y.reshape(x.shape[:-1] + w.shape[-1:])
+
+    def matmul_transposed(self, x: jax.Array, w_t: jax.Array) -> jax.Array:
+        """`x @ w_t.T` as `matmul`; its reverse mode is the plain product `dy @ w_t`."""
+        dtype = self.compute_dtype or self.param_dtype
+        contract_last = (((x.ndim - 1,), (1,)), ((), ()))
+        return jax.lax.dot_general(x.astype(dtype), w_t.astype(dtype), contract_last,
+                                   preferred_element_type=self.param_dtype)
 
     def initialize(self, initializer, key, shape) -> jax.Array:
         """Draws params in at least float32 (orthogonal's QR has no bf16 kernel),
@@ -61,6 +75,11 @@ class Precision:
 
     def zeros(self, shape) -> jax.Array:
         return jnp.zeros(shape, self.param_dtype)
+
+
+def is_symbolic_zero(tangent) -> bool:
+    """Whether a custom JVP rule's tangent (with `symbolic_zeros=True`) is a known zero."""
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
 
 def split_keys(key: jax.Array, n: int):

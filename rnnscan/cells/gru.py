@@ -12,6 +12,7 @@ from rnnscan.cells._common import (
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
+    is_symbolic_zero,
     resolve_activation,
     split_keys,
 )
@@ -74,21 +75,30 @@ def gru(
         del params
         return prec.zeros(tuple(batch_shape) + (H,))
 
+    fused_update = _fused_update(prec) if reset_after and act is jnp.tanh else None
+
     def project_inputs(params, x):
+        # One array per gate: a step then reads each at a single offset, which
+        # XLA:CPU needs to vectorize the loop that reads it (see lstm's
+        # `_fused_update`). The bias is added as the product is split, in one pass.
         check_features(x, input_size)
         xp = prec.matmul(x, params["w_ih"])
-        return xp + params["b"] if use_bias else xp
+        if use_bias:
+            xp = xp + params["b"]
+        return tuple(jnp.split(xp, 3, axis=-1))
 
     def recurrent_step(params, h, xp):
-        x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
+        x_r, x_z, x_n = xp
         w_hh = params["w_hh"]
+        b_hn = params["b_hn"] if use_bias and reset_after else jnp.zeros((H,), prec.param_dtype)
+        if fused_update is not None:
+            h = fused_update(w_hh, b_hn, h, x_r, x_z, x_n)
+            return h, h
         if reset_after:
             h_r, h_z, h_n = jnp.split(prec.matmul(h, w_hh), 3, axis=-1)
-            if use_bias:
-                h_n = h_n + params["b_hn"]
             r = jax.nn.sigmoid(x_r + h_r)
             z = jax.nn.sigmoid(x_z + h_z)
-            n = act(x_n + r * h_n)
+            n = act(x_n + r * (h_n + b_hn))
         else:
             h_r, h_z = jnp.split(prec.matmul(h, w_hh[:, : 2 * H]), 2, axis=-1)
             r = jax.nn.sigmoid(x_r + h_r)
@@ -101,3 +111,55 @@ def gru(
         return recurrent_step(params, h, project_inputs(params, x))
 
     return Cell(init, initial_state, step, project_inputs, recurrent_step)
+
+
+def _fused_update(prec: Precision):
+    """The torch/cuDNN GRU update `(w_hh, b_hn, h, x_r, x_z, x_n) -> h'` (tanh, reset
+    after the recurrent product; `x_*` hold the projected input and its biases).
+
+    Reverse mode transposes the custom JVP, written so that the backward step
+    reads three saved arrays besides `h` (`q`, `(batch, 3H)`; `r` and `z`), once
+    each, and its recurrent product is the plain `du @ w_hh.T` (as in lstm's
+    `_fused_update`).
+    """
+
+    def forward(w_hh, b_hn, h, x_r, x_z, x_n):
+        h_r, h_z, h_n = jnp.split(prec.matmul(h, w_hh), 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        h_n = h_n + b_hn
+        n = jnp.tanh(x_n + r * h_n)
+        return r, z, h_n, n, n + z * (h - n)
+
+    @jax.custom_jvp
+    def update(w_hh, b_hn, h, x_r, x_z, x_n):
+        return forward(w_hh, b_hn, h, x_r, x_z, x_n)[-1]
+
+    def update_jvp(primals, tangents):
+        w_hh, b_hn, h, x_r, x_z, x_n = primals
+        dw, db_hn, dh, dx_r, dx_z, dx_n = tangents
+        r, z, h_n, n, h_new = forward(*primals)
+        # With u the changes of r's and z's pre-activations and of x_n + r h_n at
+        # fixed r, dh' = (sum of the three blocks of u q) + z dh.
+        s_n = (1 - z) * (1 - n * n)
+        q = jnp.concatenate([s_n * h_n * r * (1 - r), (h - n) * z * (1 - z), s_n], axis=-1)
+        dhh = jnp.zeros(h_new.shape[:-1] + (3 * h_new.shape[-1],), h_new.dtype)
+        if not is_symbolic_zero(dh):
+            dhh = dhh + prec.matmul_transposed(dh, w_hh.T)
+        if not is_symbolic_zero(dw):
+            dhh = dhh + prec.matmul(h, dw)
+        dh_r, dh_z, dh_n = jnp.split(dhh, 3, axis=-1)
+        if not is_symbolic_zero(db_hn):
+            dh_n = dh_n + db_hn
+        u = [dh_r, dh_z, r * dh_n]
+        for i, dx in enumerate((dx_r, dx_z, dx_n)):
+            if not is_symbolic_zero(dx):
+                u[i] = u[i] + dx
+        u_r, u_z, u_n = jnp.split(jnp.concatenate(u, axis=-1) * q, 3, axis=-1)
+        dh_new = u_r + u_z + u_n
+        if not is_symbolic_zero(dh):
+            dh_new = dh_new + z * dh
+        return h_new, dh_new
+
+    update.defjvp(update_jvp, symbolic_zeros=True)
+    return update

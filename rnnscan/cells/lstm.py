@@ -15,6 +15,7 @@ from rnnscan.cells._common import (
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
+    is_symbolic_zero,
     resolve_activation,
     split_keys,
 )
@@ -103,31 +104,37 @@ def lstm(
         batch_shape = tuple(batch_shape)
         return LSTMState(prec.zeros(batch_shape + (out_size,)), prec.zeros(batch_shape + (H,)))
 
-    # The forget bias is folded into the time-parallel projection, off the
-    # sequential path.
+    # The biases (and the forget bias) are added inside the step, where they fuse
+    # into the gate math, rather than in a separate pass over the projected inputs.
     forget_offset = np.zeros((4 * H,))
     forget_offset[H : 2 * H] = forget_bias
+    plain = act is jnp.tanh and not peephole and cell_clip is None
+    fused_update = _fused_update(prec) if plain else None
 
     def project_inputs(params, x):
         check_features(x, input_size)
-        xp = prec.matmul(x, params["w_ih"])
-        if use_bias:
-            xp = xp + params["b"]
-        return xp + forget_offset.astype(xp.dtype) if forget_bias else xp
+        return prec.matmul(x, params["w_ih"])
 
     def recurrent_step(params, state, xp):
         h, c = state
-        i, f, j, o = jnp.split(xp + prec.matmul(h, params["w_hh"]), 4, axis=-1)
-        if peephole:
-            w_i, w_f, w_o = params["w_peep"]
-            i = i + w_i * c
-            f = f + w_f * c
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * act(j)
-        if cell_clip is not None:
-            c = jnp.clip(c, -cell_clip, cell_clip)
-        if peephole:
-            o = o + w_o * c
-        h = jax.nn.sigmoid(o) * act(c)
+        if use_bias:
+            xp = xp + params["b"]
+        if forget_bias:
+            xp = xp + forget_offset.astype(xp.dtype)
+        if fused_update is not None:
+            h, c = fused_update(params["w_hh"], h, c, xp)
+        else:
+            i, f, j, o = jnp.split(xp + prec.matmul(h, params["w_hh"]), 4, axis=-1)
+            if peephole:
+                w_i, w_f, w_o = params["w_peep"]
+                i = i + w_i * c
+                f = f + w_f * c
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * act(j)
+            if cell_clip is not None:
+                c = jnp.clip(c, -cell_clip, cell_clip)
+            if peephole:
+                o = o + w_o * c
+            h = jax.nn.sigmoid(o) * act(c)
         if proj_size:
             h = prec.matmul(h, params["w_proj"])
             if proj_clip is not None:
@@ -138,3 +145,66 @@ def lstm(
         return recurrent_step(params, state, project_inputs(params, x))
 
     return Cell(init, initial_state, step, project_inputs, recurrent_step)
+
+
+def _fused_update(prec: Precision):
+    """The plain LSTM update `(w_hh, h, c, xp) -> (h', c')` (tanh, no peepholes, no
+    clipping; `xp` holds the projected input and the biases), tuned for XLA.
+
+    Forward: the four gate activations are one elementwise op over the whole
+    `(batch, 4H)` block, `tanh(k z) k + 1 - k` with `k = 1/2` on `i, f, o` (so
+    `σ(z)`) and `k = 1` on `j` (`tanh(z)`). Split per gate, XLA:CPU fuses each
+    activation with the step's read of `xp` into the loops that update `c` and `h`
+    in place, and those loops do not vectorize.
+
+    Reverse mode transposes the custom JVP below, written for that: the backward
+    step reads three saved arrays (`q`, `(batch, 4H)`; `f` and `o (1 - tanh²c')`,
+    `(batch, H)`) besides `h`, once each, and its recurrent product is the plain
+    `dz @ w_hh.T` (the transpose is taken once, outside the loop).
+    """
+
+    def gates(z):
+        k = _gate_scale(z)
+        return jnp.tanh(z * k) * k + (1 - k)
+
+    def forward(w_hh, h, c, xp):
+        z = xp + prec.matmul(h, w_hh)
+        a = gates(z)
+        i, f, j, o = jnp.split(a, 4, axis=-1)
+        c = f * c + i * j
+        return z, a, c, jnp.tanh(c)
+
+    @jax.custom_jvp
+    def update(w_hh, h, c, xp):
+        _, a, c, tc = forward(w_hh, h, c, xp)
+        return jnp.split(a, 4, axis=-1)[3] * tc, c
+
+    def update_jvp(primals, tangents):
+        w_hh, h, c, xp = primals
+        dw, dh, dc, dxp = tangents
+        z, a, c_new, tc = forward(*primals)
+        i, f, j, o = jnp.split(a, 4, axis=-1)
+        # d(tanh(k z) k + 1 - k)/dz = k² - (a - 1 + k)²: σ' on i, f, o and tanh' on j;
+        # q also holds the factor each gate's change is multiplied by in dc' or dh'.
+        k = _gate_scale(z)
+        q = (k * k - jnp.square(a - 1 + k)) * jnp.concatenate([j, c, i, tc], axis=-1)
+        dz = jnp.zeros_like(z) if is_symbolic_zero(dxp) else dxp
+        if not is_symbolic_zero(dh):
+            dz = dz + prec.matmul_transposed(dh, w_hh.T)
+        if not is_symbolic_zero(dw):
+            dz = dz + prec.matmul(h, dw)
+        u_i, u_f, u_j, u_o = jnp.split(dz * q, 4, axis=-1)
+        dc_new = u_i + u_f + u_j
+        if not is_symbolic_zero(dc):
+            dc_new = dc_new + f * dc
+        dh_new = u_o + o * (1 - tc * tc) * dc_new
+        return (o * tc, c_new), (dh_new, dc_new)
+
+    update.defjvp(update_jvp, symbolic_zeros=True)
+    return update
+
+
+def _gate_scale(z: jax.Array) -> jax.Array:
+    """`k` of `_fused_update`: 1/2 on the i, f, o quarters of the last axis, 1 on j."""
+    H = z.shape[-1] // 4
+    return jnp.concatenate([jnp.full(2 * H, 0.5), jnp.ones(H), jnp.full(H, 0.5)]).astype(z.dtype)
