@@ -22,6 +22,8 @@ import optax
 
 import rnnscan as rs
 from rnnscan import tasks, train
+from rnnscan.bench.run import add_arguments as add_bench_arguments
+from rnnscan.bench.run import run_command as run_bench
 
 # Cells `(input_size, hidden_size)` whose outputs have `hidden_size` features, so
 # they stack. (`rs.lru` outputs `input_size` features: a block for models with
@@ -215,6 +217,8 @@ def write_run_json(out: Path, config: dict, parallel: train.DataParallel) -> Non
 
 COMMANDS = {
     "train": Command("train a recurrent model on a shipped task", add_train_arguments, run_train),
+    "bench": Command("benchmark rnnscan against torch, flax, haiku and a plain scan",
+                     add_bench_arguments, run_bench),
 }
 
 

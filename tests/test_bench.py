@@ -47,3 +47,15 @@ def test_rnnscan_matches_the_plain_reference():
         config = Config("check", cell, 2, 5, 3, 4)
         assert check.against_plain(config, None, 1e-5, lines.append), lines
         assert check.against_plain(config, jnp.bfloat16, 3e-2, lines.append), lines
+
+
+def test_rnnscan_bench_command(tmp_path, capsys):
+    from rnnscan.cli import main as cli
+
+    status = cli(["bench", "--configs", "tiny", "--peers", "rnnscan,plain_scan", "--modes", "forward",
+                  "--rounds", "1", "--reps", "1", "--out", str(tmp_path), "--name", "cli"])
+    assert status == 0
+    rows = json.loads((tmp_path / "cli.json").read_text())["results"]
+    assert {r["peer"] for r in rows} == {"rnnscan", "plain_scan"}
+    assert cli(["bench", "--configs", "nope"]) == 2
+    assert "unknown config, peer or mode: nope" in capsys.readouterr().err

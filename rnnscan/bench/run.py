@@ -196,9 +196,8 @@ def _rnnscan_unroll() -> int:
     return default_unroll()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`rnnscan bench`: the quick suite by default, `--full` for every config."""
-    parser = argparse.ArgumentParser(prog="rnnscan bench", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `rnnscan bench`."""
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--full", action="store_true", help="every config of BENCHMARKS.md")
     what.add_argument("--suite", choices=sorted(SUITES), help="a named suite (default: quick)")
@@ -224,7 +223,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "done (for a machine shared with other jobs)")
     parser.add_argument("--out", default="bench-results", help="output directory")
     parser.add_argument("--name", default=None, help="output file stem")
-    args = parser.parse_args(argv)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`rnnscan bench`: the quick suite by default, `--full` for every config."""
 
     if args.report:
         docs = []
@@ -242,7 +244,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown += [p for p in args.peers.split(",") if p not in peers.PEERS]
     unknown += [m for m in args.modes.split(",") if m not in peers.MODES]
     if unknown:
-        parser.error(f"unknown config, peer or mode: {', '.join(unknown)}")
+        print(f"rnnscan bench: error: unknown config, peer or mode: {', '.join(unknown)}",
+              file=sys.stderr)
+        return 2
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = args.name or f"{jax.default_backend()}-{'custom' if args.configs else suite}-{stamp}"
     run(
@@ -256,6 +260,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     print(f"wrote {os.path.join(args.out, name)}.{{json,md,png}}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`rnnscan bench` as a function: parses `argv` and runs it; the exit status."""
+    parser = argparse.ArgumentParser(prog="rnnscan bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
