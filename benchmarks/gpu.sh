@@ -7,6 +7,8 @@
 # Then runs the configs in groups, each in its own process under a timeout (a
 # crash or a hang loses only its group), most important first, and merges what
 # finished into $OUT/gpu.{json,md,png}. Exits non-zero if any group failed.
+# The device tool returns at most 8 files from $OUT: each group's own files go to
+# a scratch folder and come back together in $OUT/gpu-groups.tar.gz.
 #
 #   OUT=/tmp/out bash benchmarks/gpu.sh
 #   OUT=/tmp/out TINY=1 bash benchmarks/gpu.sh   # smoke test of this script (any machine)
@@ -17,11 +19,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 : "${OUT:?set OUT to the results directory}"
 mkdir -p "$OUT"
+WORK=$(mktemp -d)
 BUDGET=${BUDGET:-480}   # seconds for the whole script
 FAILED=()
 
-{ nvidia-smi || true; } > "$OUT/nvidia-smi.txt" 2>&1
-python -c 'import jax; print(jax.devices())' | tee "$OUT/devices.txt"
+{ nvidia-smi || true; python -c 'import jax; print(jax.devices())'; } 2>&1 | tee "$OUT/machine.txt"
 
 echo "== correctness: rnnscan vs the plain scan and torch, on the GPU"
 timeout 150 python -m rnnscan.bench.check 2>&1 | tee "$OUT/check.txt"
@@ -35,7 +37,7 @@ group() {
   fi
   echo "== $name ($left s left)"
   if [[ -n "${TINY:-}" ]]; then set -- "$@" --configs tiny --rounds 1 --reps 2; fi
-  timeout "$left" python -m rnnscan.bench --out "$OUT" --name "gpu-$name" \
+  timeout "$left" python -m rnnscan.bench --out "$WORK" --name "gpu-$name" \
       --rounds 5 --reps 10 --case-budget 3 --deadline $((left - 40)) "$@" \
     || { echo "== $name: failed or timed out (rc=$?)"; FAILED+=("$name"); }
 }
@@ -44,14 +46,26 @@ group headline --configs small,medium,latency
 group matmul --configs large,deepbench
 group more --configs gru_medium,lstm4_medium,long
 group bf16 --configs medium,large --dtype bfloat16 --peers rnnscan,torch,flax,plain_scan
+# Sequential vs associative scan for the linear cells: sets AUTO_MIN_TIME["gpu"].
+left=$((BUDGET - SECONDS - 25))
+if ((left >= 60)); then
+  echo "== linear: sequential vs associative ($left s left)"
+  linear_args=(--out "$OUT" --repeats 3)
+  if [[ -n "${TINY:-}" ]]; then linear_args+=(--lengths 64 --hidden 16 --repeats 1); fi
+  timeout $((left < 150 ? left : 150)) python benchmarks/linear_scan.py "${linear_args[@]}" \
+    || { echo "== linear: failed or timed out (rc=$?)"; FAILED+=("linear"); }
+else
+  echo "== linear: skipped, ${left}s left"; FAILED+=("linear (no time)")
+fi
 group memory --configs medium --modes train --memory --rounds 1 --reps 3 \
   --peers rnnscan,torch,flax,jax_cudnn
 
 shopt -s nullglob
-results=("$OUT"/gpu-*.json)
+results=("$WORK"/gpu-*.json)
 if ((${#results[@]})); then
   python -m rnnscan.bench --report "${results[@]}" --out "$OUT" --name gpu
   cat "$OUT/gpu.md"
+  tar czf "$OUT/gpu-groups.tar.gz" -C "$WORK" .
 fi
 if ((${#FAILED[@]})); then
   echo "groups that did not finish: ${FAILED[*]}"
