@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import checkify
 
 from rnnscan import parallel
-from rnnscan.cell import Cell, as_cell, check_same_structure
+from rnnscan.cell import Cell, as_cell, check_positive_int, check_same_structure
 
 RematOption = Union[bool, str, int]
 REMAT_POLICIES = {
@@ -161,8 +161,7 @@ def truncated_unroll(
         `"dots"`).
       The other arguments and the return value are those of `unroll`.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    chunk_size = check_positive_int("chunk_size", chunk_size)
     if _is_chunk_size(remat):
         raise ValueError(
             "remat must be False, True, 'carry' or 'dots' in truncated_unroll (its chunks "
@@ -171,7 +170,7 @@ def truncated_unroll(
     return _run(
         cell, params, xs, initial_state, lengths, resets, _UNROLL_NAMES,
         reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
-        return_all_states=return_all_states, truncate=int(chunk_size),
+        return_all_states=return_all_states, truncate=chunk_size,
     )
 
 
@@ -400,8 +399,7 @@ def _check_options(unroll, remat) -> None:
     if unroll is not None and not (unroll is True or (isinstance(unroll, int) and unroll >= 1)):
         raise ValueError(f"unroll must be a positive int, True or None; got {unroll!r}")
     if _is_chunk_size(remat):
-        if remat < 1:
-            raise ValueError(f"remat must be a positive int when it is a chunk size; got {remat}")
+        check_positive_int("remat", remat)
     elif remat is not False and remat is not True and remat not in REMAT_POLICIES:
         raise ValueError(
             f"remat must be False, True, one of {sorted(REMAT_POLICIES)} or a positive int "
