@@ -19,14 +19,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import rnnscan as rs
+from rnnscan.bench.measure import time_alternating
 
 METHODS = ("sequential", "associative")
 MODES = ("fwd", "fwd+bwd")
@@ -39,19 +38,6 @@ def compiled(cell, method, mode):
     if mode == "fwd":
         return jax.jit(forward)
     return jax.jit(jax.grad(lambda params, xs: jnp.mean(forward(params, xs) ** 2)))
-
-
-def time_pair(fns, args, repeats):
-    """Median seconds of each function in `fns`, run alternately after a warm-up."""
-    for fn in fns:
-        jax.block_until_ready(fn(*args))
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            ts.append(time.perf_counter() - start)
-    return [statistics.median(ts) for ts in times]
 
 
 def crossover(rows, cell, mode):
@@ -117,7 +103,7 @@ def main():
             row = {"cell": name, "time": length}
             for mode in MODES:
                 fns = [compiled(cell, method, mode) for method in METHODS]
-                seconds = time_pair(fns, (params, xs), args.repeats)
+                seconds = time_alternating(fns, (params, xs), args.repeats)
                 row[mode] = {f"{m}_ms": 1e3 * s for m, s in zip(METHODS, seconds)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -36,6 +36,11 @@ class Cell(NamedTuple):
       linear: optional, for recurrences linear in the state,
         `h_t = a_t * h_{t-1} + b_t`: a `rnnscan.parallel.LinearRecurrence` that
         lets `unroll` run the cell through `jax.lax.associative_scan`.
+      recurrent_kernel: optional, with the fast path: the key `k` of a params
+        dict whose `W = params[k]` `recurrent_step` uses only in the term
+        `h @ W` added to `xp`, `h` being the first leaf of the state it gets.
+        Reverse mode then sums `W`'s gradient over every step in one matmul
+        after the loop instead of one small update per step inside it.
     """
 
     init: Optional[Callable[[PRNGKey], Params]]
@@ -44,6 +49,7 @@ class Cell(NamedTuple):
     project_inputs: Optional[Callable[[Params, Any], Any]] = None
     recurrent_step: Optional[Callable[[Params, State, Any], tuple]] = None
     linear: Any = None
+    recurrent_kernel: Optional[str] = None
 
     @property
     def has_fast_path(self) -> bool:

@@ -17,6 +17,7 @@ from jax.experimental import checkify
 
 from rnnscan import parallel
 from rnnscan.cell import Cell, as_cell, check_positive_int, check_same_structure
+from rnnscan.cells._common import is_symbolic_zero
 
 RematOption = Union[bool, str, int]
 REMAT_POLICIES = {
@@ -40,9 +41,12 @@ def default_unroll(backend: Optional[str] = None) -> int:
 
     Unrolling lets XLA fuse consecutive steps and amortises the loop's per-step
     overhead; on GPUs that overhead is a kernel launch, so more unrolling pays.
+    On a 2-core CPU, 4 made the forward pass of a (32, 128, 256) -> 256 LSTM
+    1.24x faster than 1 and left the other shapes measured, and forward+backward,
+    level (`benchmarks/unroll_factor.py`, `benchmarks/results/unroll_cpu.md`).
     """
     backend = backend or jax.default_backend()
-    return 8 if backend in ("gpu", "cuda", "rocm", "tpu") else 1
+    return 8 if backend in ("gpu", "cuda", "rocm", "tpu") else 4
 
 
 def tree_where(mask: jax.Array, on_true, on_false):
@@ -237,28 +241,38 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     else:
         _check_step(step, params, h0, jax.eval_shape(project, params, xs))
 
-    def body(h_prev, inputs):
-        x, valid_t, reset_t = inputs
-        h = h_prev if reset_t is None else tree_where(reset_t, h0, h_prev)
-        h_next, y = step(params, h, x)
-        if valid_t is not None:
-            # A padded step leaves the state alone, a reset on it included.
-            h_next = tree_where(valid_t, h_next, h_prev)
-            y = jax.tree_util.tree_map(lambda a: jnp.where(_expand(valid_t, a), a, 0), y)
-        return h_next, ((y, h_next) if return_all_states else y)
+    def scan_steps(params, h0, h_start, inputs, record_inputs=False):
+        """`lax.scan` of `step` over `inputs = (xs, valid, resets)` from the carry
+        `h_start` (a reset goes back to `h0`). With `record_inputs`, the outputs
+        also hold the first state leaf each step was given."""
 
-    if remat is True or remat in REMAT_POLICIES:  # a chunk size checkpoints chunks instead
-        policy = REMAT_POLICIES["carry" if remat is True else remat]
-        body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    scan_steps = functools.partial(
-        jax.lax.scan, body, reverse=reverse, unroll=default_unroll() if unroll is None else unroll
-    )
+        def body(h_prev, inputs):
+            x, valid_t, reset_t = inputs
+            h = h_prev if reset_t is None else tree_where(reset_t, h0, h_prev)
+            h_next, y = step(params, h, x)
+            if valid_t is not None:
+                # A padded step leaves the state alone, a reset on it included.
+                h_next = tree_where(valid_t, h_next, h_prev)
+                y = jax.tree_util.tree_map(lambda a: jnp.where(_expand(valid_t, a), a, 0), y)
+            out = (y, h_next) if return_all_states else y
+            return h_next, ((out, jax.tree_util.tree_leaves(h)[0]) if record_inputs else out)
 
-    if chunk is None:
-        h_final, out = scan_steps(h0, (xs, valid, resets))
+        if remat is True or remat in REMAT_POLICIES:  # a chunk size checkpoints chunks instead
+            policy = REMAT_POLICIES["carry" if remat is True else remat]
+            body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+        return jax.lax.scan(body, h_start, inputs, reverse=reverse,
+                            unroll=default_unroll() if unroll is None else unroll)
+
+    if chunk is not None:
+        h_final, out = _scan_chunks(functools.partial(scan_steps, params, h0), project, params, h0,
+                                    xs, valid, resets, time, chunk=chunk,
+                                    truncate=bool(truncate), reverse=reverse)
+    elif cell.has_fast_path and isinstance(params, dict) and cell.recurrent_kernel in params:
+        h_final, out = _scan_hoisting_kernel_gradient(
+            scan_steps, cell.recurrent_kernel, params, h0, (xs, valid, resets)
+        )
     else:
-        h_final, out = _scan_chunks(scan_steps, project, params, h0, xs, valid, resets, time,
-                                    chunk=chunk, truncate=bool(truncate), reverse=reverse)
+        h_final, out = scan_steps(params, h0, h0, (xs, valid, resets))
     return _outputs(h_final, out, time_major, return_all_states)
 
 
@@ -268,6 +282,53 @@ def _outputs(h_final, out, time_major: bool, return_all_states: bool):
         ys, states = out
         return time_to_front(ys, time_major), h_final, time_to_front(states, time_major)
     return time_to_front(out, time_major), h_final
+
+
+def _scan_hoisting_kernel_gradient(scan_steps, key: str, params: dict, h0, inputs):
+    """`scan_steps(params, h0, h0, inputs)` for a cell whose `recurrent_step` adds
+    `h @ params[key]` to its `xp` (`Cell.recurrent_kernel`), with the kernel's
+    tangent taken out of the loop.
+
+    The step's tangent `dxp_t + dh_t @ W + h_t @ dW` is regrouped as
+    `(dxp_t + h_t @ dW) + dh_t @ W`: the first term for every step at once is one
+    `(time*batch, P) x (P, 4H)` product of the recorded step inputs `h_t`, so
+    that reverse mode, transposing it, sums `W`'s gradient in one matmul after
+    the loop rather than in a rank-`batch` update of the whole `W` per step
+    inside it (on a CPU, about a fifth of the backward loop's time).
+    """
+
+    @jax.custom_jvp
+    def run(params, h0, inputs):
+        return scan_steps(params, h0, h0, inputs)
+
+    def run_jvp(primals, tangents):
+        params, h0, (xs, valid, resets) = primals
+        d_params, d_h0, (d_xs, _, _) = tangents
+        kernel = params[key]
+
+        def run_with_fixed_kernel(rest, h0, xs):
+            return scan_steps({**rest, key: kernel}, h0, h0, (xs, valid, resets),
+                              record_inputs=True)
+
+        rest = {k: v for k, v in params.items() if k != key}
+        (h_final, (out, h_in)), linear = jax.linearize(run_with_fixed_kernel, rest, h0, xs)
+        d_xs = _instantiate(d_xs, xs)
+        if not is_symbolic_zero(d_params[key]):
+            d_kernel = d_params[key]
+            # 2-D, so that XLA keeps the transposed product a single matmul.
+            h_in = h_in.reshape(-1, h_in.shape[-1]).astype(d_kernel.dtype)
+            d_xs = d_xs + jnp.matmul(h_in, d_kernel).reshape(d_xs.shape).astype(d_xs.dtype)
+        d_rest = {k: _instantiate(d_params[k], v) for k, v in rest.items()}
+        d_h_final, (d_out, _) = linear(d_rest, jax.tree_util.tree_map(_instantiate, d_h0, h0), d_xs)
+        return (h_final, out), (d_h_final, d_out)
+
+    run.defjvp(run_jvp, symbolic_zeros=True)
+    return run(params, h0, inputs)
+
+
+def _instantiate(tangent, primal):
+    """A custom JVP rule's tangent as an array: zeros for a symbolic zero."""
+    return jnp.zeros_like(primal) if is_symbolic_zero(tangent) else tangent
 
 
 def _scan_chunks(scan_steps, project, params, h0, xs, valid, resets, time, *, chunk, truncate,

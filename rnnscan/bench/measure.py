@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
+
+import jax
 
 from rnnscan.bench.configs import Config
 
@@ -40,6 +43,20 @@ def time_calls(call: Callable[[], None], reps: int, budget_s: float, clock: str 
         if time.perf_counter() > deadline:
             break
     return times
+
+
+def time_alternating(fns: Sequence[Callable], args: tuple, repeats: int) -> list[float]:
+    """Median wall seconds of each function in `fns` on `args`, after a warm-up
+    call each; the functions take turns, run by run, so all see the same load."""
+    for fn in fns:
+        jax.block_until_ready(fn(*args))
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, seconds in zip(fns, times):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in times]
 
 
 def peak_memory(peer: str, config: Config, mode: str, dtype: str, timeout_s: float) -> dict:
@@ -87,8 +104,6 @@ def _probe(peer: str, config: Config, mode: str, dtype: str) -> dict:
             program.call()
             return {"peak_bytes": int(torch.cuda.max_memory_allocated()),
                     "how": "torch.cuda.max_memory_allocated"}
-        import jax
-
         program.call()
         return {"peak_bytes": int(jax.devices()[0].memory_stats()["peak_bytes_in_use"]),
                 "how": "device peak_bytes_in_use, fresh process"}

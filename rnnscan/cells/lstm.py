@@ -144,7 +144,8 @@ def lstm(
     def step(params, state, x):
         return recurrent_step(params, state, project_inputs(params, x))
 
-    return Cell(init, initial_state, step, project_inputs, recurrent_step)
+    return Cell(init, initial_state, step, project_inputs, recurrent_step,
+                recurrent_kernel="w_hh")
 
 
 def _fused_update(prec: Precision):

@@ -71,4 +71,5 @@ def rnn(
     def step(params, h, x):
         return recurrent_step(params, h, project_inputs(params, x))
 
-    return Cell(init, initial_state, step, project_inputs, recurrent_step)
+    return Cell(init, initial_state, step, project_inputs, recurrent_step,
+                recurrent_kernel="w_hh")
