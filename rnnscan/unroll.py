@@ -49,6 +49,18 @@ def default_unroll(backend: Optional[str] = None) -> int:
     return 8 if backend in ("gpu", "cuda", "rocm", "tpu") else 4
 
 
+def time_segments(backend: Optional[str] = None) -> int:
+    """How many consecutive scans `unroll` splits the time axis into, per backend.
+
+    Each segment's input projection is its own matmul, which XLA:CPU runs on
+    another core while the previous segment's loop runs (and in reverse mode,
+    each segment's input gradients while the next segment back runs). On GPUs
+    the loops already keep the device busy and each scan adds compile time.
+    """
+    backend = backend or jax.default_backend()
+    return 4 if backend == "cpu" else 1
+
+
 def tree_where(mask: jax.Array, on_true, on_false):
     """`where(mask, a, b)` leafwise, `mask` `(batch,)` broadcast over trailing axes."""
 
@@ -199,16 +211,17 @@ def _run(cell, params, xs, initial_state, lengths, resets, names: _ArgNames,
     resets = _check_resets(names.resets, resets, batch, time, options["time_major"])
     _check_options(options["unroll"], options["remat"])
     method = parallel.resolve_method(method, cell, time, remat=options["remat"])
-    return _scan(params, xs, initial_state, lengths, resets, cell=cell, method=method, **options)
+    return _scan(params, xs, initial_state, lengths, resets, cell=cell, method=method,
+                 segments=max(1, min(time_segments(), time)), **options)
 
 
 @functools.partial(
     jax.jit,
     static_argnames=("cell", "reverse", "time_major", "unroll", "remat", "return_all_states",
-                     "truncate", "method"),
+                     "truncate", "method", "segments"),
 )
 def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, time_major,
-          unroll, remat, return_all_states, truncate=None, method="sequential"):
+          unroll, remat, return_all_states, truncate=None, method="sequential", segments=1):
     xs = time_to_front(xs, time_major)
     time, batch = jax.tree_util.tree_leaves(xs)[0].shape[:2]
     h0 = _initial_state(cell, params, initial_state, batch)
@@ -233,13 +246,7 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     else:
         project, step = (lambda p, x: x), cell.step
     chunk = truncate or (remat if _is_chunk_size(remat) else None)
-    if chunk is None:
-        # One (time*batch, in) x (in, gates) matmul for every step at once, off the
-        # sequential path.
-        xs = project(params, xs)
-        _check_step(step, params, h0, xs)
-    else:
-        _check_step(step, params, h0, jax.eval_shape(project, params, xs))
+    _check_step(step, params, h0, jax.eval_shape(project, params, xs))
 
     def scan_steps(params, h0, h_start, inputs, record_inputs=False):
         """`lax.scan` of `step` over `inputs = (xs, valid, resets)` from the carry
@@ -267,12 +274,30 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         h_final, out = _scan_chunks(functools.partial(scan_steps, params, h0), project, params, h0,
                                     xs, valid, resets, time, chunk=chunk,
                                     truncate=bool(truncate), reverse=reverse)
-    elif cell.has_fast_path and isinstance(params, dict) and cell.recurrent_kernel in params:
-        h_final, out = _scan_hoisting_kernel_gradient(
-            scan_steps, cell.recurrent_kernel, params, h0, (xs, valid, resets)
+        return _outputs(h_final, out, time_major, return_all_states)
+
+    # Per segment of the time axis, one (steps*batch, in) x (in, gates) matmul for
+    # all its steps at once, off the sequential path.
+    parts = []
+    for i in range(segments):
+        cut = lambda a: None if a is None else a[time * i // segments:time * (i + 1) // segments]
+        parts.append((project(params, jax.tree_util.tree_map(cut, xs)), cut(valid), cut(resets)))
+
+    def scan_segments(params, h0, parts, record_inputs=False):
+        """The segments' scans one after another (last to first with `reverse`);
+        the outputs of each, in time order."""
+        h, outs = h0, [None] * len(parts)
+        for i in reversed(range(len(parts))) if reverse else range(len(parts)):
+            h, outs[i] = scan_steps(params, h0, h, parts[i], record_inputs)
+        return h, outs
+
+    if cell.has_fast_path and isinstance(params, dict) and cell.recurrent_kernel in params:
+        h_final, outs = _scan_hoisting_kernel_gradient(
+            scan_segments, cell.recurrent_kernel, params, h0, parts
         )
     else:
-        h_final, out = scan_steps(params, h0, h0, (xs, valid, resets))
+        h_final, outs = scan_segments(params, h0, parts)
+    out = jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *outs)
     return _outputs(h_final, out, time_major, return_all_states)
 
 
@@ -284,46 +309,49 @@ def _outputs(h_final, out, time_major: bool, return_all_states: bool):
     return time_to_front(out, time_major), h_final
 
 
-def _scan_hoisting_kernel_gradient(scan_steps, key: str, params: dict, h0, inputs):
-    """`scan_steps(params, h0, h0, inputs)` for a cell whose `recurrent_step` adds
-    `h @ params[key]` to its `xp` (`Cell.recurrent_kernel`), with the kernel's
-    tangent taken out of the loop.
+def _scan_hoisting_kernel_gradient(scan_segments, key: str, params: dict, h0, parts):
+    """`scan_segments(params, h0, parts)` for a cell whose `recurrent_step`
+    adds `h @ params[key]` to its `xp` (`Cell.recurrent_kernel`), with the
+    kernel's tangent taken out of the loops.
 
     The step's tangent `dxp_t + dh_t @ W + h_t @ dW` is regrouped as
-    `(dxp_t + h_t @ dW) + dh_t @ W`: the first term for every step at once is one
-    `(time*batch, P) x (P, 4H)` product of the recorded step inputs `h_t`, so
-    that reverse mode, transposing it, sums `W`'s gradient in one matmul after
-    the loop rather than in a rank-`batch` update of the whole `W` per step
-    inside it (on a CPU, about a fifth of the backward loop's time).
+    `(dxp_t + h_t @ dW) + dh_t @ W`: the first term for every step of a segment
+    at once is one `(steps*batch, P) x (P, 4H)` product of the recorded step
+    inputs `h_t`, so that reverse mode, transposing it, sums `W`'s gradient in a
+    matmul after each loop rather than in a rank-`batch` update of the whole `W`
+    per step inside it (on a CPU, about a fifth of the backward loop's time).
     """
 
     @jax.custom_jvp
-    def run(params, h0, inputs):
-        return scan_steps(params, h0, h0, inputs)
+    def run(params, h0, parts):
+        return scan_segments(params, h0, parts)
 
     def run_jvp(primals, tangents):
-        params, h0, (xs, valid, resets) = primals
-        d_params, d_h0, (d_xs, _, _) = tangents
+        params, h0, parts = primals
+        d_params, d_h0, d_parts = tangents
         kernel = params[key]
+        masks = [(valid, resets) for _, valid, resets in parts]
 
         def run_with_fixed_kernel(rest, h0, xs):
-            return scan_steps({**rest, key: kernel}, h0, h0, (xs, valid, resets),
-                              record_inputs=True)
+            parts = [(x, *mask) for x, mask in zip(xs, masks)]
+            return scan_segments({**rest, key: kernel}, h0, parts, record_inputs=True)
 
         rest = {k: v for k, v in params.items() if k != key}
-        (h_final, (out, h_in)), linear = jax.linearize(run_with_fixed_kernel, rest, h0, xs)
-        d_xs = _instantiate(d_xs, xs)
+        xs = [x for x, _, _ in parts]
+        (h_final, outs), linear = jax.linearize(run_with_fixed_kernel, rest, h0, xs)
+        d_xs = [_instantiate(d[0], x) for d, x in zip(d_parts, xs)]
         if not is_symbolic_zero(d_params[key]):
             d_kernel = d_params[key]
-            # 2-D, so that XLA keeps the transposed product a single matmul.
-            h_in = h_in.reshape(-1, h_in.shape[-1]).astype(d_kernel.dtype)
-            d_xs = d_xs + jnp.matmul(h_in, d_kernel).reshape(d_xs.shape).astype(d_xs.dtype)
+            for i, (_, h_in) in enumerate(outs):
+                # 2-D: contracting (time, batch) as two axes is slower on XLA:CPU.
+                h_in = h_in.reshape(-1, h_in.shape[-1]).astype(d_kernel.dtype)
+                d_xs[i] = d_xs[i] + (h_in @ d_kernel).reshape(d_xs[i].shape).astype(d_xs[i].dtype)
         d_rest = {k: _instantiate(d_params[k], v) for k, v in rest.items()}
-        d_h_final, (d_out, _) = linear(d_rest, jax.tree_util.tree_map(_instantiate, d_h0, h0), d_xs)
-        return (h_final, out), (d_h_final, d_out)
+        d_h_final, d_outs = linear(d_rest, jax.tree_util.tree_map(_instantiate, d_h0, h0), d_xs)
+        return (h_final, [out for out, _ in outs]), (d_h_final, [d_out for d_out, _ in d_outs])
 
     run.defjvp(run_jvp, symbolic_zeros=True)
-    return run(params, h0, inputs)
+    return run(params, h0, parts)
 
 
 def _instantiate(tangent, primal):

@@ -352,3 +352,35 @@ def test_hoisted_kernel_gradient_second_order_numerically():
             return jnp.sum(jnp.sin(ys))
 
         check_grads(f, (params,), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_time_segments_change_nothing(reverse):
+    """The time axis split into consecutive scans (`time_segments`, 4 on a CPU)
+    gives the values and gradients of one scan, for every split of T=7."""
+    cell = rs.lstm(F, 4)
+    params = randomize(cell.init(jax.random.key(0)))
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, F)), jnp.float32)
+
+    def loss(params, xs, segments):
+        ys, final, states = _scan(
+            params, xs, None, jnp.asarray(LENGTHS), jnp.asarray(RESETS), cell=cell,
+            reverse=reverse, time_major=False, unroll=1, remat=False, return_all_states=True,
+            segments=segments,
+        )
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.c) + jnp.sum(states.h**2)
+
+    expected = loss(params, xs, 1), jax.grad(loss, argnums=(0, 1))(params, xs, 1)
+    for segments in range(2, T + 1):
+        assert_tree_close((loss(params, xs, segments),
+                           jax.grad(loss, argnums=(0, 1))(params, xs, segments)),
+                          to_numpy(expected), tol=1e-5)
+
+
+def test_zero_time_steps():
+    cell = rs.lstm(F, 4)
+    params = cell.init(jax.random.key(0))
+    h0 = randomize(cell.initial_state(params, (B,)), 1)
+    ys, final = rs.unroll(cell, params, jnp.ones((B, 0, F)), initial_state=h0)
+    assert ys.shape == (B, 0, 4)
+    assert_tree_close(final, to_numpy(h0), tol=0)
