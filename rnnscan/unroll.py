@@ -246,7 +246,10 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     else:
         project, step = (lambda p, x: x), cell.step
     chunk = truncate or (remat if _is_chunk_size(remat) else None)
-    _check_step(step, params, h0, jax.eval_shape(project, params, xs))
+    xp_shape = jax.eval_shape(project, params, xs)
+    _check_step(step, params, h0, xp_shape)
+    if cell.recurrent_kernel is not None:
+        _check_recurrent_kernel(cell, params, h0, xp_shape)
 
     def scan_steps(params, h0, h_start, inputs, record_inputs=False):
         """`lax.scan` of `step` over `inputs = (xs, valid, resets)` from the carry
@@ -291,7 +294,7 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
             h, outs[i] = scan_steps(params, h0, h, parts[i], record_inputs)
         return h, outs
 
-    if cell.has_fast_path and isinstance(params, dict) and cell.recurrent_kernel in params:
+    if cell.recurrent_kernel is not None:
         h_final, outs = _scan_hoisting_kernel_gradient(
             scan_segments, cell.recurrent_kernel, params, h0, parts
         )
@@ -427,6 +430,26 @@ def _check_step(step, params, h0, xs) -> None:
     check_same_structure(
         "the state returned by cell.step", out[0], h0, "the state it was given"
     )
+
+
+def _check_recurrent_kernel(cell: Cell, params, h0, xp_shape) -> None:
+    """`cell.recurrent_kernel` must name a `(P, G)` matrix of a params dict that takes
+    the state's first leaf `(..., P)` to the projected inputs `(..., G)`."""
+    key = cell.recurrent_kernel
+    if not (cell.has_fast_path and isinstance(params, dict) and key in params):
+        raise ValueError(
+            f"cell.recurrent_kernel={key!r} needs a cell with project_inputs and "
+            f"recurrent_step and a params dict holding {key!r}; got params keys "
+            f"{sorted(params) if isinstance(params, dict) else type(params).__name__}"
+        )
+    expected = (jax.tree_util.tree_leaves(h0)[0].shape[-1],
+                jax.tree_util.tree_leaves(xp_shape)[0].shape[-1])
+    got = np.shape(params[key])
+    if got != expected:
+        raise ValueError(
+            f"cell.recurrent_kernel={key!r} must name a matrix of shape (state, projected "
+            f"inputs) = {expected}; params[{key!r}] has shape {got}"
+        )
 
 
 def _check_xs(name: str, xs, time_major: bool) -> tuple[int, int]:
