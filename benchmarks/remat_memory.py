@@ -24,10 +24,8 @@ import os
 import pathlib
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 DEFAULT_REMATS = ["false", "carry", "dots", "32", "64", "128", "256"]
@@ -80,20 +78,13 @@ def memory_child(case: dict) -> dict:
 
 def timing_child(case: dict) -> dict:
     """Median seconds per fwd+bwd for each of `case["remats"]`, run in turn."""
-    import jax
+    from rnnscan.bench.measure import time_alternating
 
     steps = {}
     for remat in case["remats"]:
         step, args = fwd_bwd(case, parse_remat(remat))
         steps[remat] = step.lower(*args).compile()
-        jax.block_until_ready(steps[remat](*args))  # warm-up
-    times = {remat: [] for remat in steps}
-    for _ in range(case["rounds"]):
-        for remat, compiled in steps.items():
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(*args))
-            times[remat].append(time.perf_counter() - start)
-    return {remat: statistics.median(ts) for remat, ts in times.items()}
+    return dict(zip(steps, time_alternating(list(steps.values()), args, case["rounds"])))
 
 
 def _rss_mb() -> float:

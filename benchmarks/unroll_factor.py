@@ -1,4 +1,4 @@
-"""The scan's `unroll` factor against time, forward and forward+backward, for LSTM shapes.
+"""The scan's `unroll` factor against time, forward and forward+backward, per config.
 
     python benchmarks/unroll_factor.py [--factors 1,2,4,8] [--repeats 15]
 
@@ -40,7 +40,7 @@ def compiled(cell, unroll: int, mode: str):
 def markdown(doc) -> str:
     factors = doc["factors"]
     lines = [
-        f"# LSTM time against the scan's unroll factor ({jax.default_backend()})",
+        f"# Time against the scan's unroll factor ({jax.default_backend()})",
         "",
         f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores; jax {doc['versions']['jax']}; "
         f"median of {doc['repeats']} runs per factor, factors alternating; ms, and in "
@@ -69,7 +69,9 @@ def main():
            "repeats": args.repeats, "rows": []}
     for name in args.configs.split(","):
         config = CONFIGS[name]
-        cell = rs.lstm(config.input, config.hidden)
+        if config.layers != 1:
+            parser.error(f"{name}: one layer only (it has {config.layers})")
+        cell = getattr(rs, config.cell)(config.input, config.hidden)
         params = cell.init(jax.random.key(0))
         xs = jax.random.normal(jax.random.key(1), (config.batch, config.time, config.input))
         for mode in MODES:

@@ -37,10 +37,15 @@ class Cell(NamedTuple):
         `h_t = a_t * h_{t-1} + b_t`: a `rnnscan.parallel.LinearRecurrence` that
         lets `unroll` run the cell through `jax.lax.associative_scan`.
       recurrent_kernel: optional, with the fast path: the key `k` of a params
-        dict whose `W = params[k]` `recurrent_step` uses only in the term
+        mapping whose `W = params[k]` `recurrent_step` uses only in the term
         `h @ W` added to `xp`, `h` being the first leaf of the state it gets.
-        Reverse mode then sums `W`'s gradient over every step in one matmul
-        after the loop instead of one small update per step inside it.
+        `unroll` then sums `W`'s gradient in one matmul per scan after its loop
+        (in float32 or the param dtype, whatever the cell's compute dtype)
+        instead of one small update per step inside it. The price: the step
+        inputs `h` are kept (in reverse mode beside the carries `remat=True`
+        keeps), and forward mode runs a second, tangent loop after a primal
+        one that saves every step. `remat=k` and `truncated_unroll` do not use
+        it.
     """
 
     init: Optional[Callable[[PRNGKey], Params]]

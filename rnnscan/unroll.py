@@ -8,6 +8,7 @@ reads each row from its own last valid step back to its first.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import NamedTuple, Optional, Union
 
 import jax
@@ -56,6 +57,7 @@ def time_segments(backend: Optional[str] = None) -> int:
     another core while the previous segment's loop runs (and in reverse mode,
     each segment's input gradients while the next segment back runs). On GPUs
     the loops already keep the device busy and each scan adds compile time.
+    `remat=k` and `truncated_unroll` keep their own chunks instead.
     """
     backend = backend or jax.default_backend()
     return 4 if backend == "cpu" else 1
@@ -312,17 +314,18 @@ def _outputs(h_final, out, time_major: bool, return_all_states: bool):
     return time_to_front(out, time_major), h_final
 
 
-def _scan_hoisting_kernel_gradient(scan_segments, key: str, params: dict, h0, parts):
+def _scan_hoisting_kernel_gradient(scan_segments, key: str, params: Mapping, h0, parts):
     """`scan_segments(params, h0, parts)` for a cell whose `recurrent_step`
     adds `h @ params[key]` to its `xp` (`Cell.recurrent_kernel`), with the
     kernel's tangent taken out of the loops.
 
     The step's tangent `dxp_t + dh_t @ W + h_t @ dW` is regrouped as
     `(dxp_t + h_t @ dW) + dh_t @ W`: the first term for every step of a segment
-    at once is one `(steps*batch, P) x (P, 4H)` product of the recorded step
-    inputs `h_t`, so that reverse mode, transposing it, sums `W`'s gradient in a
-    matmul after each loop rather than in a rank-`batch` update of the whole `W`
-    per step inside it (on a CPU, about a fifth of the backward loop's time).
+    at once is one `(steps*batch, P) x (P, G)` product of the recorded step
+    inputs `h_t` (`G`: the projected inputs' size, `4H` for an LSTM), so that
+    reverse mode, transposing it, sums `W`'s gradient in a matmul after each
+    loop rather than in a rank-`batch` update of the whole `W` per step inside
+    it (on a CPU, about a fifth of the backward loop's time).
     """
 
     @jax.custom_jvp
@@ -349,7 +352,7 @@ def _scan_hoisting_kernel_gradient(scan_segments, key: str, params: dict, h0, pa
                 # 2-D: contracting (time, batch) as two axes is slower on XLA:CPU.
                 h_in = h_in.reshape(-1, h_in.shape[-1]).astype(d_kernel.dtype)
                 d_xs[i] = d_xs[i] + (h_in @ d_kernel).reshape(d_xs[i].shape).astype(d_xs[i].dtype)
-        d_rest = {k: _instantiate(d_params[k], v) for k, v in rest.items()}
+        d_rest = jax.tree_util.tree_map(_instantiate, {k: d_params[k] for k in rest}, rest)
         d_h_final, d_outs = linear(d_rest, jax.tree_util.tree_map(_instantiate, d_h0, h0), d_xs)
         return (h_final, [out for out, _ in outs]), (d_h_final, [d_out for d_out, _ in d_outs])
 
@@ -358,8 +361,13 @@ def _scan_hoisting_kernel_gradient(scan_segments, key: str, params: dict, h0, pa
 
 
 def _instantiate(tangent, primal):
-    """A custom JVP rule's tangent as an array: zeros for a symbolic zero."""
-    return jnp.zeros_like(primal) if is_symbolic_zero(tangent) else tangent
+    """A custom JVP rule's tangent as an array: zeros for a symbolic zero (float0
+    zeros for an integer or bool primal, as JAX's tangents are)."""
+    if not is_symbolic_zero(tangent):
+        return tangent
+    if not jnp.issubdtype(jnp.result_type(primal), jnp.inexact):
+        return np.zeros(np.shape(primal), jax.dtypes.float0)
+    return jnp.zeros_like(primal)
 
 
 def _scan_chunks(scan_steps, project, params, h0, xs, valid, resets, time, *, chunk, truncate,
@@ -436,11 +444,11 @@ def _check_recurrent_kernel(cell: Cell, params, h0, xp_shape) -> None:
     """`cell.recurrent_kernel` must name a `(P, G)` matrix of a params dict that takes
     the state's first leaf `(..., P)` to the projected inputs `(..., G)`."""
     key = cell.recurrent_kernel
-    if not (cell.has_fast_path and isinstance(params, dict) and key in params):
+    if not (cell.has_fast_path and isinstance(params, Mapping) and key in params):
         raise ValueError(
             f"cell.recurrent_kernel={key!r} needs a cell with project_inputs and "
             f"recurrent_step and a params dict holding {key!r}; got params keys "
-            f"{sorted(params) if isinstance(params, dict) else type(params).__name__}"
+            f"{sorted(params) if isinstance(params, Mapping) else type(params).__name__}"
         )
     expected = (jax.tree_util.tree_leaves(h0)[0].shape[-1],
                 jax.tree_util.tree_leaves(xp_shape)[0].shape[-1])

@@ -384,3 +384,23 @@ def test_zero_time_steps():
     ys, final = rs.unroll(cell, params, jnp.ones((B, 0, F)), initial_state=h0)
     assert ys.shape == (B, 0, 4)
     assert_tree_close(final, to_numpy(h0), tol=0)
+
+
+def test_hoisted_kernel_gradient_with_integer_and_nested_params():
+    """Params beside the cell's own (an int counter, a nested dict) pass through the
+    hoisted rule's tangents: differentiating w.r.t. part of them, or only the inputs."""
+    cell = rs.lstm(F, 4)
+    params = {**randomize(cell.init(jax.random.key(0))), "count": jnp.int32(3),
+              "extra": {"a": jnp.ones(2)}}
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, F)), jnp.float32)
+
+    def results(cell):
+        loss = lambda p, x: jnp.sum(jnp.sin(rs.unroll(cell, p, x, lengths=LENGTHS)[0]))
+        return (
+            jax.grad(lambda w: loss({**params, "w_ih": w}, xs))(params["w_ih"]),
+            jax.grad(loss, allow_int=True)(params, xs)["w_hh"],
+            jax.jvp(lambda x: loss(params, x), (xs,), (xs,))[1],
+        )
+
+    assert_tree_close(results(cell), to_numpy(results(cell._replace(recurrent_kernel=None))),
+                      tol=1e-5)
