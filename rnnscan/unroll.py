@@ -302,7 +302,7 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         )
     else:
         h_final, outs = scan_segments(params, h0, parts)
-    out = jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *outs)
+    out = jax.tree_util.tree_map(lambda *pieces: jnp.concatenate(pieces), *outs)
     return _outputs(h_final, out, time_major, return_all_states)
 
 
