@@ -18,23 +18,12 @@ import os
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 import rnnscan as rs
 from rnnscan.bench.configs import CONFIGS
 from rnnscan.bench.measure import time_alternating
+from rnnscan.bench.peers import MODES, inputs, jax_program
 from rnnscan.bench.run import machine, versions
-
-MODES = ("fwd", "fwd+bwd")
-
-
-def compiled(cell, unroll: int, mode: str):
-    def forward(params, xs):
-        return rs.unroll(cell, params, xs, unroll=unroll)[0]
-
-    if mode == "fwd":
-        return jax.jit(forward)
-    return jax.jit(jax.grad(lambda params, xs: jnp.sum(forward(params, xs)), argnums=(0, 1)))
 
 
 def markdown(doc) -> str:
@@ -73,10 +62,13 @@ def main():
             parser.error(f"{name}: one layer only (it has {config.layers})")
         cell = getattr(rs, config.cell)(config.input, config.hidden)
         params = cell.init(jax.random.key(0))
-        xs = jax.random.normal(jax.random.key(1), (config.batch, config.time, config.input))
         for mode in MODES:
-            fns = [compiled(cell, u, mode) for u in factors]
-            seconds = time_alternating(fns, (params, xs), args.repeats)
+            programs = [
+                jax_program(lambda p, x, u=u: rs.unroll(cell, p, x, unroll=u)[0], params,
+                            inputs(config), mode)
+                for u in factors
+            ]
+            seconds = time_alternating([program.call for program in programs], (), args.repeats)
             row = {"config": name, "shape": config.shape, "mode": mode,
                    "ms": {str(u): s * 1e3 for u, s in zip(factors, seconds)}}
             doc["rows"].append(row)

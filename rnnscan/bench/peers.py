@@ -79,7 +79,7 @@ def _compute_dtype(dtype: str):
     return None if dtype == "float32" else jnp.dtype(dtype)
 
 
-def _jax_program(apply, params, x, mode: str) -> Program:
+def jax_program(apply, params, x, mode: str) -> Program:
     """Compiles `apply(params, x) -> ys` (or its gradient, for `"train"`) ahead of time."""
     if mode == "train":
         loss = lambda p, xs: jnp.sum(apply(p, xs).astype(jnp.float32))
@@ -116,7 +116,7 @@ def _rnnscan(config: Config, mode: str, dtype: str) -> Program:
         model = rs.stack(cells)
         params = model.init(key)
         apply = lambda p, x: model.apply(p, x)[0]
-    return _jax_program(apply, params, inputs(config), mode)
+    return jax_program(apply, params, inputs(config), mode)
 
 
 def plain_init(config: Config, key) -> list:
@@ -177,7 +177,7 @@ def plain_apply(cell: str, params: list, xs, compute_dtype=None):
 def _plain_scan(config: Config, mode: str, dtype: str) -> Program:
     params = plain_init(config, jax.random.PRNGKey(0))
     apply = lambda p, x: plain_apply(config.cell, p, x, _compute_dtype(dtype))
-    return _jax_program(apply, params, inputs(config), mode)
+    return jax_program(apply, params, inputs(config), mode)
 
 
 def _flax(config: Config, mode: str, dtype: str) -> Program:
@@ -189,7 +189,7 @@ def _flax(config: Config, mode: str, dtype: str) -> Program:
     model = nn.Sequential(layers) if config.layers > 1 else layers[0]
     x = inputs(config)
     params = model.init(jax.random.PRNGKey(0), x)
-    return _jax_program(model.apply, params, x, mode)
+    return jax_program(model.apply, params, x, mode)
 
 
 def _haiku(config: Config, mode: str, dtype: str) -> Program:
@@ -208,7 +208,7 @@ def _haiku(config: Config, mode: str, dtype: str) -> Program:
     model = hk.without_apply_rng(hk.transform(forward))
     x = inputs(config)
     params = model.init(jax.random.PRNGKey(0), x)
-    return _jax_program(model.apply, params, x, mode)
+    return jax_program(model.apply, params, x, mode)
 
 
 def _jax_cudnn(config: Config, mode: str, dtype: str) -> Program:
@@ -230,7 +230,7 @@ def _jax_cudnn(config: Config, mode: str, dtype: str) -> Program:
                             hidden_size=H, num_layers=L, dropout=0.0, bidirectional=False)
         return ys
 
-    return _jax_program(apply, weights, inputs(config), mode)
+    return jax_program(apply, weights, inputs(config), mode)
 
 
 def _torch(config: Config, mode: str, dtype: str) -> Program:
