@@ -8,6 +8,7 @@ reads each row from its own last valid step back to its first.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from typing import NamedTuple, Optional, Union
 
@@ -44,7 +45,7 @@ def default_unroll(backend: Optional[str] = None) -> int:
     overhead; on GPUs that overhead is a kernel launch, so more unrolling pays.
     On a 2-core CPU, 4 made the forward pass of a (32, 128, 256) -> 256 LSTM
     1.24x faster than 1 and left the other shapes measured, and forward+backward,
-    level (`benchmarks/unroll_factor.py`, `benchmarks/results/unroll_cpu.md`).
+    level (`benchmarks/results/unroll_cpu.md`; `benchmarks/scan_layout.py` sweeps it).
     """
     backend = backend or jax.default_backend()
     return 8 if backend in ("gpu", "cuda", "rocm", "tpu") else 4
@@ -61,6 +62,29 @@ def time_segments(backend: Optional[str] = None) -> int:
     """
     backend = backend or jax.default_backend()
     return 4 if backend == "cpu" else 1
+
+
+def batch_groups(batch: int, row_macs: int, backend: Optional[str] = None) -> int:
+    """How many groups of rows a scan step runs its batch as, per backend.
+
+    `row_macs` is the multiply-adds per batch row of the step's recurrent product
+    (`state_size * gate_size`, `4H^2` for an LSTM). Rows of a batch never interact,
+    so each group's step is its own chain of ops (its rows' product and gate math)
+    and XLA:CPU runs the chains on separate cores at once; a product split over
+    the cores by XLA instead synchronises them several times a step. That pays
+    for mid-sized products only: on a 2-core CPU, LSTMs with 4M-17M multiply-adds
+    a step ran 8-23% faster forward and 1-12% forward+backward in 2 groups; at
+    2M and below the cores' hand-offs cost more than they save, at 34M and above
+    XLA's own split of one product does as well (`benchmarks/scan_layout.py`,
+    `benchmarks/results/layout_cpu*.md`). Each group keeps at least 8 rows and 2M
+    multiply-adds a step. On GPUs one wide product fills the device better.
+    """
+    backend = backend or jax.default_backend()
+    macs = batch * row_macs
+    if backend != "cpu" or macs > 24_000_000:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, batch // 8, macs // 2_000_000))
 
 
 def tree_where(mask: jax.Array, on_true, on_false):
@@ -220,10 +244,11 @@ def _run(cell, params, xs, initial_state, lengths, resets, names: _ArgNames,
 @functools.partial(
     jax.jit,
     static_argnames=("cell", "reverse", "time_major", "unroll", "remat", "return_all_states",
-                     "truncate", "method", "segments"),
+                     "truncate", "method", "segments", "groups"),
 )
 def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, time_major,
-          unroll, remat, return_all_states, truncate=None, method="sequential", segments=1):
+          unroll, remat, return_all_states, truncate=None, method="sequential", segments=1,
+          groups=None):
     xs = time_to_front(xs, time_major)
     time, batch = jax.tree_util.tree_leaves(xs)[0].shape[:2]
     h0 = _initial_state(cell, params, initial_state, batch)
@@ -253,12 +278,22 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     if cell.recurrent_kernel is not None:
         _check_recurrent_kernel(cell, params, h0, xp_shape)
 
+    # Row ranges of the batch's groups, each stepped on its own.
+    if groups is None:
+        state_size = jax.tree_util.tree_leaves(h0)[0].shape[-1]
+        groups = batch_groups(batch, state_size * jax.tree_util.tree_leaves(xp_shape)[0].shape[-1])
+    cuts = [(batch * g // groups, batch * (g + 1) // groups) for g in range(groups)]
+
+    def rows(tree, cut, axis):
+        return jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, *cut, axis=axis), tree)
+
     def scan_steps(params, h0, h_start, inputs, record_inputs=False):
         """`lax.scan` of `step` over `inputs = (xs, valid, resets)` from the carry
-        `h_start` (a reset goes back to `h0`). With `record_inputs`, the outputs
-        also hold the first state leaf each step was given."""
+        `h_start` (a reset goes back to `h0`), each group of rows its own chain
+        within a scan step. With `record_inputs`, the outputs also hold the first
+        state leaf each step was given."""
 
-        def body(h_prev, inputs):
+        def body(h0, h_prev, inputs):
             x, valid_t, reset_t = inputs
             h = h_prev if reset_t is None else tree_where(reset_t, h0, h_prev)
             h_next, y = step(params, h, x)
@@ -272,8 +307,19 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         if remat is True or remat in REMAT_POLICIES:  # a chunk size checkpoints chunks instead
             policy = REMAT_POLICIES["carry" if remat is True else remat]
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-        return jax.lax.scan(body, h_start, inputs, reverse=reverse,
-                            unroll=default_unroll() if unroll is None else unroll)
+        h0_groups = [rows(h0, cut, 0) for cut in cuts]
+
+        def grouped_body(h_groups, inputs):
+            return tuple(zip(*(body(h0_g, h_g, rows(inputs, cut, 0))
+                               for h0_g, h_g, cut in zip(h0_groups, h_groups, cuts))))
+
+        h_groups, outs = jax.lax.scan(
+            grouped_body, tuple(rows(h_start, cut, 0) for cut in cuts), inputs, reverse=reverse,
+            unroll=default_unroll() if unroll is None else unroll,
+        )
+        join = lambda axis: lambda *groups: jnp.concatenate(groups, axis)
+        return (jax.tree_util.tree_map(join(0), *h_groups),
+                jax.tree_util.tree_map(join(1), *outs))
 
     if chunk is not None:
         h_final, out = _scan_chunks(functools.partial(scan_steps, params, h0), project, params, h0,

@@ -10,7 +10,7 @@ from jax.experimental import checkify
 from jax.test_util import check_grads
 
 import rnnscan as rs
-from rnnscan.unroll import _scan
+from rnnscan.unroll import _scan, batch_groups
 from tests import reference as ref
 
 B, T, F = 4, 7, 3
@@ -354,27 +354,45 @@ def test_hoisted_kernel_gradient_second_order_numerically():
         check_grads(f, (params,), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("remat", [False, 3])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_time_segments_change_nothing(reverse):
-    """The time axis split into consecutive scans (`time_segments`, 4 on a CPU)
-    gives the values and gradients of one scan: split in 2, 3 and 7 (a step each)."""
-    cell = rs.lstm(F, 4)
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_scan_layout_changes_nothing(name, reverse, remat):
+    """The time axis split into consecutive scans (`time_segments`) and each step's
+    batch into groups of rows (`batch_groups`) give the values and gradients of one
+    scan over the whole batch: for the hoisted-kernel LSTM and the plain GRU, with
+    lengths, resets, every state returned, and checkpointed chunks of 3 steps."""
+    cell = CELLS[name][0]()
     params = randomize(cell.init(jax.random.key(0)))
     xs = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, F)), jnp.float32)
 
-    def loss(params, xs, segments):
+    def loss(params, xs, segments, groups):
         ys, final, states = _scan(
             params, xs, None, jnp.asarray(LENGTHS), jnp.asarray(RESETS), cell=cell,
-            reverse=reverse, time_major=False, unroll=1, remat=False, return_all_states=True,
-            segments=segments,
+            reverse=reverse, time_major=False, unroll=1, remat=remat, return_all_states=True,
+            segments=segments, groups=groups,
         )
-        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.c) + jnp.sum(states.h**2)
+        leaves = jax.tree_util.tree_leaves((final, states))
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(a)) for a in leaves)
 
-    expected = loss(params, xs, 1), jax.grad(loss, argnums=(0, 1))(params, xs, 1)
-    for segments in (2, 3, T):
-        assert_tree_close((loss(params, xs, segments),
-                           jax.grad(loss, argnums=(0, 1))(params, xs, segments)),
-                          to_numpy(expected), tol=1e-5)
+    results = lambda *layout: (loss(params, xs, *layout),
+                               jax.grad(loss, argnums=(0, 1))(params, xs, *layout))
+    expected = to_numpy(results(1, 1))
+    # Segments of 3, 2 and 2 steps, and of a step each; groups of 2 rows, of 1
+    # row each, and of 1, 1 and 2 rows.
+    for layout in [(3, 1), (T, 1), (1, 2), (1, B), (3, 3)]:
+        assert_tree_close(results(*layout), expected, tol=1e-5)
+
+
+def test_batch_groups_only_split_mid_sized_products_on_cpus():
+    lstm_row = lambda hidden: 4 * hidden * hidden  # multiply-adds per row of h @ w_hh
+    assert batch_groups(16, lstm_row(128), "cpu") == 1  # 1M a step: too small to split
+    assert batch_groups(64, lstm_row(512), "cpu") == 1  # 67M: XLA splits it as well
+    assert batch_groups(7, lstm_row(512), "cpu") == 1  # fewer than 8 rows a group
+    for batch, hidden in [(32, 256), (16, 256), (64, 256), (128, 128)]:
+        groups = batch_groups(batch, lstm_row(hidden), "cpu")
+        assert 1 <= groups <= batch // 8
+        assert batch_groups(batch, lstm_row(hidden), "gpu") == 1
 
 
 def test_zero_time_steps():
