@@ -278,14 +278,17 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     if cell.recurrent_kernel is not None:
         _check_recurrent_kernel(cell, params, h0, xp_shape)
 
-    # Row ranges of the batch's groups, each stepped on its own.
     if groups is None:
+        # The step's product is about (state size) x (projected input size); for a
+        # bare step function the input size stands in for the latter.
         state_size = jax.tree_util.tree_leaves(h0)[0].shape[-1]
         groups = batch_groups(batch, state_size * jax.tree_util.tree_leaves(xp_shape)[0].shape[-1])
+    # Row ranges of the batch's groups, each stepped as its own chain.
     cuts = [(batch * g // groups, batch * (g + 1) // groups) for g in range(groups)]
 
-    def rows(tree, cut, axis):
-        return jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, *cut, axis=axis), tree)
+    def rows(tree, cut):
+        """`tree`'s leaves `(batch, ...)` cut to the rows `cut`."""
+        return jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, *cut), tree)
 
     def scan_steps(params, h0, h_start, inputs, record_inputs=False):
         """`lax.scan` of `step` over `inputs = (xs, valid, resets)` from the carry
@@ -307,14 +310,14 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         if remat is True or remat in REMAT_POLICIES:  # a chunk size checkpoints chunks instead
             policy = REMAT_POLICIES["carry" if remat is True else remat]
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-        h0_groups = [rows(h0, cut, 0) for cut in cuts]
+        h0_groups = [rows(h0, cut) for cut in cuts]
 
         def grouped_body(h_groups, inputs):
-            return tuple(zip(*(body(h0_g, h_g, rows(inputs, cut, 0))
+            return tuple(zip(*(body(h0_g, h_g, rows(inputs, cut))
                                for h0_g, h_g, cut in zip(h0_groups, h_groups, cuts))))
 
         h_groups, outs = jax.lax.scan(
-            grouped_body, tuple(rows(h_start, cut, 0) for cut in cuts), inputs, reverse=reverse,
+            grouped_body, tuple(rows(h_start, cut) for cut in cuts), inputs, reverse=reverse,
             unroll=default_unroll() if unroll is None else unroll,
         )
         join = lambda axis: lambda *groups: jnp.concatenate(groups, axis)
