@@ -12,8 +12,9 @@ A layout `u<U>s<S>g<G>` runs `rs.unroll`'s scan with `unroll=U`, the time axis i
 jitted program is timed after a warm-up call, the layouts taking turns run by run
 (`time_alternating`); the median is reported. A config is a name of
 `rnnscan.bench.configs` or an LSTM shape `BATCHxTIMExINPUTxHIDDEN`. Writes
-`benchmarks/results/layout_<backend>.json` and `.md` (or `--name`), from which
-those three defaults are chosen per backend.
+`benchmarks/results/layout_<backend>.json` and `.md` (or `--name`); the CPU
+defaults in `rnnscan.unroll` (`default_unroll`, `time_segments`, `batch_groups`)
+were read off such runs.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ from rnnscan.bench.peers import MODES, inputs, jax_program
 from rnnscan.bench.run import machine, versions
 from rnnscan.unroll import _scan
 
-LAYOUT = re.compile(r"u(\d+)s(\d+)g(\d+)")
+LAYOUT = re.compile(r"u([1-9]\d*)s([1-9]\d*)g([1-9]\d*)")
 SHAPE = re.compile(r"(\d+)x(\d+)x(\d+)x(\d+)")
 
 
 def parse_layout(text: str) -> tuple[int, int, int]:
     match = LAYOUT.fullmatch(text)
     if match is None:
-        raise argparse.ArgumentTypeError(f"a layout is u<unroll>s<segments>g<groups>; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"a layout is u<unroll>s<segments>g<groups>, each a positive int; got {text!r}")
     return tuple(int(n) for n in match.groups())
 
 

@@ -46,6 +46,11 @@ class Cell(NamedTuple):
         keeps), and forward mode runs a second, tangent loop after a primal
         one that saves every step. `remat=k` and `truncated_unroll` do not use
         it.
+      rowwise: optional, `True` when row `b` of a step's outputs depends only on
+        row `b` of its state and input (no statistics over the batch, no arrays
+        with a batch axis closed over or in params): `unroll` may then step
+        groups of rows separately (`rnnscan.unroll.batch_groups`). Every
+        rnnscan cell sets it.
     """
 
     init: Optional[Callable[[PRNGKey], Params]]
@@ -55,6 +60,7 @@ class Cell(NamedTuple):
     recurrent_step: Optional[Callable[[Params, State, Any], tuple]] = None
     linear: Any = None
     recurrent_kernel: Optional[str] = None
+    rowwise: bool = False
 
     @property
     def has_fast_path(self) -> bool:

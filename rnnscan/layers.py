@@ -309,6 +309,7 @@ def multi_cell(cells: Sequence) -> Cell:
         step,
         project_inputs if first.has_fast_path else None,
         recurrent_step if first.has_fast_path else None,
+        rowwise=all(c.rowwise for c in cells),
     )
 
 

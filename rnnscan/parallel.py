@@ -72,7 +72,8 @@ def linear_cell(init, initial_state, recurrence: LinearRecurrence) -> Cell:
     def step(params, h, x):
         return recurrent_step(params, h, project_inputs(params, x))
 
-    return Cell(init, initial_state, step, project_inputs, recurrent_step, linear=recurrence)
+    return Cell(init, initial_state, step, project_inputs, recurrent_step, linear=recurrence,
+                rowwise=True)
 
 
 def resolve_method(method, cell: Cell, time: int, *, remat=False,

@@ -68,23 +68,25 @@ def batch_groups(batch: int, row_macs: int, backend: Optional[str] = None) -> in
     """How many groups of rows a scan step runs its batch as, per backend.
 
     `row_macs` is the multiply-adds per batch row of the step's recurrent product
-    (`state_size * gate_size`, `4H^2` for an LSTM). Rows of a batch never interact,
-    so each group's step is its own chain of ops (its rows' product and gate math)
-    and XLA:CPU runs the chains on separate cores at once; a product split over
-    the cores by XLA instead synchronises them several times a step. That pays
-    for mid-sized products only: on a 2-core CPU, LSTMs with 4M-17M multiply-adds
-    a step ran 8-23% faster forward and 1-12% forward+backward in 2 groups; at
-    2M and below the cores' hand-offs cost more than they save, at 34M and above
-    XLA's own split of one product does as well (`benchmarks/scan_layout.py`,
-    `benchmarks/results/layout_cpu*.md`). Each group keeps at least 8 rows and 2M
-    multiply-adds a step. On GPUs one wide product fills the device better.
+    (`state_size * gate_size`, `4H^2` for an LSTM). `unroll` groups only the rows
+    of a `Cell.rowwise` cell. Each group's step is its own chain of ops (its rows'
+    product and gate math) and XLA:CPU runs the chains on separate cores at once;
+    a product split over the cores by XLA instead synchronises them several times
+    a step. That pays for mid-sized products only: on a 2-core CPU, LSTMs with
+    4M-17M multiply-adds a step ran 8-23% faster forward and 1-12% forward+backward
+    in 2 groups; at 1M-2M the cores' hand-offs cost more than they save, at 34M
+    and above XLA's own split of one product does as well
+    (`benchmarks/scan_layout.py`, `benchmarks/results/layout_cpu*.md`; the 24M
+    cut-off lies between the shapes measured). Each group keeps at least 8 rows
+    and 2M multiply-adds a step, and there are at most 2 groups, the number
+    measured. On GPUs one wide product fills the device better.
     """
     backend = backend or jax.default_backend()
     macs = batch * row_macs
     if backend != "cpu" or macs > 24_000_000:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, batch // 8, macs // 2_000_000))
+    return max(1, min(2, cores or 1, batch // 8, macs // 2_000_000))
 
 
 def tree_where(mask: jax.Array, on_true, on_false):
@@ -279,10 +281,12 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         _check_recurrent_kernel(cell, params, h0, xp_shape)
 
     if groups is None:
-        # The step's product is about (state size) x (projected input size); for a
-        # bare step function the input size stands in for the latter.
-        state_size = jax.tree_util.tree_leaves(h0)[0].shape[-1]
-        groups = batch_groups(batch, state_size * jax.tree_util.tree_leaves(xp_shape)[0].shape[-1])
+        groups = 1
+        if cell.rowwise:
+            # The step's product: (state size) x (projected input size).
+            state_size = jax.tree_util.tree_leaves(h0)[0].shape[-1]
+            row_macs = state_size * jax.tree_util.tree_leaves(xp_shape)[0].shape[-1]
+            groups = batch_groups(batch, row_macs)
     # Row ranges of the batch's groups, each stepped as its own chain.
     cuts = [(batch * g // groups, batch * (g + 1) // groups) for g in range(groups)]
 
@@ -310,6 +314,10 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         if remat is True or remat in REMAT_POLICIES:  # a chunk size checkpoints chunks instead
             policy = REMAT_POLICIES["carry" if remat is True else remat]
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+        unroll_steps = default_unroll() if unroll is None else unroll
+        if groups == 1:
+            return jax.lax.scan(functools.partial(body, h0), h_start, inputs, reverse=reverse,
+                                unroll=unroll_steps)
         h0_groups = [rows(h0, cut) for cut in cuts]
 
         def grouped_body(h_groups, inputs):
@@ -318,7 +326,7 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
 
         h_groups, outs = jax.lax.scan(
             grouped_body, tuple(rows(h_start, cut) for cut in cuts), inputs, reverse=reverse,
-            unroll=default_unroll() if unroll is None else unroll,
+            unroll=unroll_steps,
         )
         join = lambda axis: lambda *groups: jnp.concatenate(groups, axis)
         return (jax.tree_util.tree_map(join(0), *h_groups),

@@ -384,15 +384,77 @@ def test_scan_layout_changes_nothing(name, reverse, remat):
         assert_tree_close(results(*layout), expected, tol=1e-5)
 
 
-def test_batch_groups_only_split_mid_sized_products_on_cpus():
+def two_cores(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+
+
+def test_batch_groups_only_split_mid_sized_products_on_cpus(monkeypatch):
+    two_cores(monkeypatch)
     lstm_row = lambda hidden: 4 * hidden * hidden  # multiply-adds per row of h @ w_hh
-    assert batch_groups(16, lstm_row(128), "cpu") == 1  # 1M a step: too small to split
-    assert batch_groups(64, lstm_row(512), "cpu") == 1  # 67M: XLA splits it as well
-    assert batch_groups(7, lstm_row(512), "cpu") == 1  # fewer than 8 rows a group
-    for batch, hidden in [(32, 256), (16, 256), (64, 256), (128, 128)]:
-        groups = batch_groups(batch, lstm_row(hidden), "cpu")
-        assert 1 <= groups <= batch // 8
-        assert batch_groups(batch, lstm_row(hidden), "gpu") == 1
+    assert batch_groups(32, lstm_row(256), "cpu") == 2  # 8.4M a step
+    assert batch_groups(16, lstm_row(256), "cpu") == 2  # 4.2M: 2.1M a group
+    assert batch_groups(16, lstm_row(128), "cpu") == 1  # 1M: too small to split
+    assert batch_groups(32, lstm_row(128), "cpu") == 1  # 2.1M: a group would have 1M
+    assert batch_groups(24, 1_000_000, "cpu") == 2  # 24M, the largest split
+    assert batch_groups(24, 1_000_001, "cpu") == 1  # above: XLA splits one product as well
+    assert batch_groups(15, lstm_row(512), "cpu") == 1  # a group would have under 8 rows
+    assert batch_groups(1024, lstm_row(64), "cpu") == 2  # at most 2, the number measured
+    assert batch_groups(32, lstm_row(256), "gpu") == 1
+
+
+def test_grouped_lstm_matches_python_loop(monkeypatch):
+    """An LSTM big enough to be split in 2 groups by default (16 rows of 256
+    units) against the plain loop, with lengths and resets, and its gradient
+    against the one-group scan's."""
+    two_cores(monkeypatch)
+    batch, hidden = 16, 256
+    cell = rs.lstm(F, hidden)
+    params = randomize(cell.init(jax.random.key(0)), scale=0.1)
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(batch, T, F)), jnp.float32)
+    lengths = np.arange(batch) % (T + 1)
+    resets = np.zeros((batch, T), bool)
+    resets[::3, 4] = True
+    assert batch_groups(batch, 4 * hidden * hidden) == 2
+
+    ys, (h, c) = rs.unroll(cell, params, xs, lengths=lengths, resets=resets)
+    h0 = tuple(np.zeros((batch, hidden), np.float32) for _ in range(2))
+    expected_ys, expected_final, _ = ref.loop_unroll(
+        functools.partial(ref.lstm_step, to_numpy(params)), xs, h0, lengths=lengths, resets=resets)
+    assert_tree_close((ys, h, c), (expected_ys, *expected_final), tol=1e-4)
+
+    def loss(params, groups):
+        ys, _ = _scan(params, xs, None, jnp.asarray(lengths), jnp.asarray(resets), cell=cell,
+                      reverse=False, time_major=False, unroll=4, remat=False,
+                      return_all_states=False, segments=2, groups=groups)
+        return jnp.sum(jnp.sin(ys))
+
+    assert_tree_close(jax.grad(loss)(params, None), to_numpy(jax.grad(loss)(params, 1)), tol=1e-5)
+
+
+def test_steps_that_mix_rows_are_never_split(monkeypatch):
+    """A bare step that centres its state over the batch, and one with a scalar
+    state leaf, at a size the LSTM would be split at: the same as the plain loop
+    over the whole batch."""
+    two_cores(monkeypatch)
+    batch, hidden = 16, 512
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(hidden, hidden)) / hidden**0.5,
+                    jnp.float32)
+    xs = jnp.asarray(np.random.default_rng(2).normal(size=(batch, T, hidden)), jnp.float32)
+
+    def centred(params, state, x):
+        h, count = state
+        h = jnp.tanh(x + h @ params)
+        return (h - h.mean(axis=0), count + 1), h
+
+    ys, (h, count) = rs.unroll(centred, w, xs, initial_state=(jnp.zeros((batch, hidden)),
+                                                               jnp.float32(0)))
+    h_ref, ys_ref = np.zeros((batch, hidden), np.float32), []
+    for t in range(T):
+        new = np.tanh(np.asarray(xs[:, t]) + h_ref @ np.asarray(w))
+        h_ref = new - new.mean(axis=0)
+        ys_ref.append(new)
+    assert_tree_close((ys, h, count), (np.stack(ys_ref, 1), h_ref, np.float32(T)), tol=1e-4)
 
 
 def test_zero_time_steps():

@@ -110,7 +110,7 @@ def gru(
     def step(params, h, x):
         return recurrent_step(params, h, project_inputs(params, x))
 
-    return Cell(init, initial_state, step, project_inputs, recurrent_step)
+    return Cell(init, initial_state, step, project_inputs, recurrent_step, rowwise=True)
 
 
 def _fused_update(prec: Precision):

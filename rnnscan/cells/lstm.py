@@ -145,7 +145,7 @@ def lstm(
         return recurrent_step(params, state, project_inputs(params, x))
 
     return Cell(init, initial_state, step, project_inputs, recurrent_step,
-                recurrent_kernel="w_hh")
+                recurrent_kernel="w_hh", rowwise=True)
 
 
 def _fused_update(prec: Precision):

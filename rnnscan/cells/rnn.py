@@ -72,4 +72,4 @@ def rnn(
         return recurrent_step(params, h, project_inputs(params, x))
 
     return Cell(init, initial_state, step, project_inputs, recurrent_step,
-                recurrent_kernel="w_hh")
+                recurrent_kernel="w_hh", rowwise=True)
