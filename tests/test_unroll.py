@@ -378,8 +378,8 @@ def test_scan_layout_changes_nothing(name, reverse, remat):
     results = lambda *layout: (loss(params, xs, *layout),
                                jax.grad(loss, argnums=(0, 1))(params, xs, *layout))
     expected = to_numpy(results(1, 1))
-    # Segments of 3, 2 and 2 steps, and of a step each; groups of 2 rows, of 1
-    # row each, and of 1, 1 and 2 rows.
+    # Segments of 3, 2 and 2 steps, and of a step each (with remat=3 its chunks
+    # stand in for them); groups of 2 rows, of 1 row each, and of 1, 1 and 2 rows.
     for layout in [(3, 1), (T, 1), (1, 2), (1, B), (3, 3)]:
         assert_tree_close(results(*layout), expected, tol=1e-5)
 
@@ -433,9 +433,9 @@ def test_grouped_lstm_matches_python_loop(monkeypatch):
 
 
 def test_steps_that_mix_rows_are_never_split(monkeypatch):
-    """A bare step that centres its state over the batch, and one with a scalar
-    state leaf, at a size the LSTM would be split at: the same as the plain loop
-    over the whole batch."""
+    """A bare step that centres its state over the batch and counts steps in a
+    scalar state leaf, at a size an LSTM would be split at, is run over the whole
+    batch at once: the same as the plain loop."""
     two_cores(monkeypatch)
     batch, hidden = 16, 512
     w = jnp.asarray(np.random.default_rng(1).normal(size=(hidden, hidden)) / hidden**0.5,
