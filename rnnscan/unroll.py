@@ -328,9 +328,7 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
             grouped_body, tuple(rows(h_start, cut) for cut in cuts), inputs, reverse=reverse,
             unroll=unroll_steps,
         )
-        join = lambda axis: lambda *groups: jnp.concatenate(groups, axis)
-        return (jax.tree_util.tree_map(join(0), *h_groups),
-                jax.tree_util.tree_map(join(1), *outs))
+        return _concatenate_trees(h_groups, axis=0), _concatenate_trees(outs, axis=1)
 
     if chunk is not None:
         h_final, out = _scan_chunks(functools.partial(scan_steps, params, h0), project, params, h0,
@@ -359,8 +357,13 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
         )
     else:
         h_final, outs = scan_segments(params, h0, parts)
-    out = jax.tree_util.tree_map(lambda *pieces: jnp.concatenate(pieces), *outs)
+    out = _concatenate_trees(outs, axis=0)
     return _outputs(h_final, out, time_major, return_all_states)
+
+
+def _concatenate_trees(trees, axis: int):
+    """Pytrees of one structure joined leaf by leaf along `axis`."""
+    return jax.tree_util.tree_map(lambda *pieces: jnp.concatenate(pieces, axis), *trees)
 
 
 def _outputs(h_final, out, time_major: bool, return_all_states: bool):
