@@ -51,6 +51,14 @@ class Cell(NamedTuple):
         with a batch axis closed over or in params): `unroll` may then step
         groups of rows separately (`rnnscan.unroll.batch_groups`). Every
         rnnscan cell sets it.
+      sequence_kernel: optional: `sequence_kernel(params, h0, xs, *, reverse,
+        time_major, all_states) -> (h_final, ys, states)`, every step of `step`
+        at once (e.g. in a compiled kernel) over the inputs `xs`,
+        `(batch, time, ...)` or with `time_major` `(time, batch, ...)`; `ys`
+        and, with `all_states`, every step's state `states` (else `None`)
+        stacked in the same layout. Or `None` when it cannot run these operands
+        here. `unroll` calls it instead of scanning when there are no
+        `lengths`, `resets` or `remat`.
     """
 
     init: Optional[Callable[[PRNGKey], Params]]
@@ -61,6 +69,7 @@ class Cell(NamedTuple):
     linear: Any = None
     recurrent_kernel: Optional[str] = None
     rowwise: bool = False
+    sequence_kernel: Optional[Callable] = None
 
     @property
     def has_fast_path(self) -> bool:

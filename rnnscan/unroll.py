@@ -8,7 +8,6 @@ reads each row from its own last valid step back to its first.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 from typing import NamedTuple, Optional, Union
 
@@ -20,6 +19,7 @@ from jax.experimental import checkify
 from rnnscan import parallel
 from rnnscan.cell import Cell, as_cell, check_positive_int, check_same_structure
 from rnnscan.cells._common import is_symbolic_zero
+from rnnscan.kernels import native
 
 RematOption = Union[bool, str, int]
 REMAT_POLICIES = {
@@ -85,8 +85,7 @@ def batch_groups(batch: int, row_macs: int, backend: Optional[str] = None) -> in
     macs = batch * row_macs
     if backend != "cpu" or macs > 24_000_000:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(2, cores or 1, batch // 8, macs // 2_000_000))
+    return max(1, min(2, native.cpu_cores(), batch // 8, macs // 2_000_000))
 
 
 def tree_where(mask: jax.Array, on_true, on_false):
@@ -251,7 +250,7 @@ def _run(cell, params, xs, initial_state, lengths, resets, names: _ArgNames,
 def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, time_major,
           unroll, remat, return_all_states, truncate=None, method="sequential", segments=1,
           groups=None):
-    xs = time_to_front(xs, time_major)
+    caller_xs, xs = xs, time_to_front(xs, time_major)
     time, batch = jax.tree_util.tree_leaves(xs)[0].shape[:2]
     h0 = _initial_state(cell, params, initial_state, batch)
 
@@ -279,6 +278,15 @@ def _scan(params, xs, initial_state, lengths, resets, *, cell: Cell, reverse, ti
     _check_step(step, params, h0, xp_shape)
     if cell.recurrent_kernel is not None:
         _check_recurrent_kernel(cell, params, h0, xp_shape)
+
+    if (cell.sequence_kernel is not None and chunk is None and remat is False
+            and lengths is None and resets is None and groups is None):
+        # In the caller's layout: the kernel reads and writes batch-major arrays too.
+        fused = cell.sequence_kernel(params, h0, caller_xs, reverse=reverse,
+                                     time_major=time_major, all_states=return_all_states)
+        if fused is not None:
+            h_final, ys, states = fused
+            return (ys, h_final, states) if return_all_states else (ys, h_final)
 
     if groups is None:
         groups = 1

@@ -13,8 +13,8 @@ import pytest
 import rnnscan as rs
 from tests.reference import golden, prefixed
 
-TORCH_CASES = ["lstm", "lstm_packed", "lstm_proj", "gru", "rnn_relu", "rnn_tanh_nobias",
-               "lstmcell", "grucell", "rnncell"]
+TORCH_CASES = ["lstm", "lstm_packed", "lstm_proj", "lstm_h32", "gru", "rnn_relu",
+               "rnn_tanh_nobias", "lstmcell", "grucell", "rnncell"]
 TF1_CASES = ["lstm_peephole_clip_proj", "lstm_basic", "gru", "rnn", "rnn_relu"]
 TOL = dict(rtol=2e-5, atol=2e-5)
 

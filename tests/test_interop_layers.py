@@ -14,8 +14,8 @@ import rnnscan as rs
 from tests.reference import golden, prefixed
 
 TOL = dict(rtol=2e-5, atol=2e-5)
-TORCH_CASES = ["lstm_2layer", "gru_3layer", "lstm_bidir", "lstm_2layer_bidir_proj",
-               "gru_bidir_packed", "rnn_2layer_bidir"]
+TORCH_CASES = ["lstm_2layer", "gru_3layer", "lstm_bidir", "lstm_bidir_h16",
+               "lstm_2layer_bidir_proj", "gru_bidir_packed", "rnn_2layer_bidir"]
 
 
 def torch_layer(meta, a, batch_first=True):

@@ -329,7 +329,8 @@ def test_remat_chunks_hold_less_memory():
         f = jax.jit(jax.grad(lambda p: jnp.sum(rs.unroll(cell, p, xs, remat=remat)[0])))
         return f.lower(p).compile().memory_analysis().temp_size_in_bytes
 
-    assert temp_bytes(32) * 4 < temp_bytes(False)
+    # The default keeps 5H floats a row a step (on a CPU, the LSTM kernel's gates and c).
+    assert temp_bytes(32) * 3 < temp_bytes(False)
 
 
 def test_layers_pass_remat_through():

@@ -3,6 +3,7 @@ cell clipping and an output projection (LSTMP)."""
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import Cell, check_features
+from rnnscan.kernels import lstm as lstm_kernel
 from rnnscan.cells._common import (
     Precision,
     check_sizes,
@@ -144,8 +146,26 @@ def lstm(
     def step(params, state, x):
         return recurrent_step(params, state, project_inputs(params, x))
 
+    def sequence_kernel(params, state, xs, *, reverse, time_major, all_states):
+        check_features(xs, input_size)
+        if not lstm_kernel.supports(xs, state.h):
+            return None
+        bias = forget_offset.astype(np.float32)
+        if use_bias:
+            bias = params["b"] + bias
+        hs, c = lstm_kernel.recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h,
+                                       state.c, reverse, not time_major, all_states)
+        last = functools.partial(jnp.take, indices=0 if reverse else -1, axis=int(not time_major))
+        if all_states:
+            return LSTMState(last(hs), last(c)), hs, LSTMState(hs, c)
+        return LSTMState(last(hs), c), hs, None
+
+    # The kernel runs the plain float32 LSTM only.
+    kernel_fits = plain and not proj_size and prec.param_dtype == jnp.float32 and (
+        prec.compute_dtype in (None, prec.param_dtype))
     return Cell(init, initial_state, step, project_inputs, recurrent_step,
-                recurrent_kernel="w_hh", rowwise=True)
+                recurrent_kernel="w_hh", rowwise=True,
+                sequence_kernel=sequence_kernel if kernel_fits else None)
 
 
 def _fused_update(prec: Precision):

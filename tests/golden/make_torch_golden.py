@@ -235,6 +235,13 @@ def main():
                      lengths=[6, 3, 1, 4], with_h0=True, seed=13,
                      description="2-layer bidirectional LSTM with proj_size=3, packed, "
                                  "with (h0, c0); layer 1 input size is 2*proj_size")
+    # ---- widths that run rnnscan's CPU LSTM kernel (a multiple of 16 units) ----
+    make_module_case("lstm_h32", "LSTM", B=7, T=9, input_size=5, hidden_size=32, with_h0=True,
+                     seed=16, description="1-layer LSTM, 32 units, unpacked, with (h0, c0)")
+    make_module_case("lstm_bidir_h16", "LSTM", B=5, T=8, input_size=6, hidden_size=16,
+                     bidirectional=True, with_h0=True, seed=17,
+                     description="1-layer bidirectional LSTM, 16 units, unpacked, with "
+                                 "(h0, c0); y[..., :H] forward, y[..., H:] reverse")
     make_module_case("gru_bidir_packed", "GRU", B=4, T=6, input_size=4, hidden_size=5,
                      bidirectional=True, lengths=[6, 3, 1, 4], with_h0=True, seed=14,
                      description="1-layer bidirectional GRU, packed, with h0")

@@ -1,0 +1,193 @@
+"""rnnscan's compiled CPU LSTM kernel (`rnnscan/kernels`), which `unroll` uses for
+a plain float32 LSTM with a multiple of 16 units on a CPU.
+
+References: the numpy LSTM equations stepped by a plain Python loop
+(`tests.reference`) for values; for derivatives, the same loop written with
+`jax.numpy` and differentiated by JAX, and finite differences. The torch golden
+files `lstm_h32` and `lstm_bidir_h16` (test_interop*) also run through the kernel.
+Every test first checks that the kernel, not the scan, ran.
+"""
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnscan as rs
+from rnnscan.kernels import lstm as lstm_kernel
+from rnnscan.kernels import native
+from tests import reference as ref
+from tests.test_unroll import randomize
+
+pytestmark = pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not native.loaded("lstm_cpu"),
+    reason="the CPU kernel runs on a CPU with a C++ compiler",
+)
+
+
+def uses_kernel(fn, *args) -> bool:
+    return "rnnscan_lstm_forward" in jax.jit(fn).lower(*args).as_text()
+
+
+def problem(batch=5, time=7, features=6, hidden=32, seed=0):
+    cell = rs.lstm(features, hidden)
+    params = randomize(cell.init(jax.random.key(seed)), seed)
+    rng = np.random.default_rng(seed)
+    xs = rng.normal(size=(batch, time, features)).astype(np.float32)
+    h0 = rs.LSTMState(*(rng.normal(size=(batch, hidden)).astype(np.float32) for _ in range(2)))
+    return cell, params, xs, h0
+
+
+def loop_in_jax(params, xs, h0, reverse=False):
+    """The LSTM equations in a Python loop over time, with jax.numpy: `(ys, (h, c))`."""
+    h, c = h0
+    H = h.shape[-1]
+    ys = [None] * xs.shape[1]
+    for t in (reversed(range(xs.shape[1])) if reverse else range(xs.shape[1])):
+        z = xs[:, t] @ params["w_ih"] + h @ params["w_hh"] + params["b"]
+        i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
+        c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        ys[t] = h
+    return jnp.stack(ys, axis=1), (h, c)
+
+
+CASES = {
+    "plain": dict(),
+    "reverse": dict(reverse=True),
+    "time_major": dict(time_major=True),
+    "all_states_reverse": dict(return_all_states=True, reverse=True),
+    "one_row_48_units": dict(batch=1, hidden=48),
+    "13_rows_16_units": dict(batch=13, hidden=16, time=3),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_matches_python_loop(case):
+    options = dict(CASES[case])
+    sizes = {k: options.pop(k) for k in ("batch", "hidden", "time") if k in options}
+    cell, params, xs, h0 = problem(**sizes)
+    time_major = options.get("time_major", False)
+    inputs = xs.transpose(1, 0, 2) if time_major else xs
+    run = lambda params, xs, h0: rs.unroll(cell, params, xs, initial_state=h0, **options)
+    assert uses_kernel(run, params, inputs, h0)
+
+    out = run(params, inputs, h0)
+    step = functools.partial(ref.lstm_step, jax.tree_util.tree_map(np.asarray, params))
+    ys, final, states = ref.loop_unroll(step, xs, tuple(map(np.asarray, h0)),
+                                        reverse=options.get("reverse", False))
+    swap = (lambda a: np.swapaxes(a, 0, 1)) if time_major else np.asarray
+    tol = dict(rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(swap(out[0]), ys, **tol)
+    for got, want in zip(out[1], final):
+        np.testing.assert_allclose(got, want, **tol)
+    if options.get("return_all_states"):
+        for got, want in zip(out[2], states):
+            np.testing.assert_allclose(swap(got), want, **tol)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 13])
+def test_rows_split_over_threads_change_nothing(monkeypatch, threads):
+    """Each thread steps its own block of rows; 13 rows in 2, 3 or 13 blocks."""
+    cell, params, xs, h0 = problem(batch=13, hidden=16)
+    expected = rs.unroll(cell, params, xs, initial_state=h0, remat=True)  # the scan
+    monkeypatch.setattr(lstm_kernel, "_threads", lambda *sizes: threads)
+    jax.clear_caches()
+    run = lambda params, xs: jax.grad(
+        lambda p: jnp.sum(rs.unroll(cell, p, xs, initial_state=h0)[0] ** 2))(params)
+    assert uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
+    got = rs.unroll(cell, params, xs, initial_state=h0)
+    np.testing.assert_allclose(got[0], expected[0], rtol=2e-5, atol=2e-5)
+    want_grads = jax.grad(lambda p: jnp.sum(
+        rs.unroll(cell, p, xs, initial_state=h0, remat=True)[0] ** 2))(params)
+    for k, g in run(params, xs).items():
+        np.testing.assert_allclose(g, want_grads[k], rtol=1e-4, atol=1e-4)
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("reads_c", [False, True])
+def test_gradients_match_the_loop(reverse, reads_c):
+    """Reverse mode runs the backward kernel; a loss that ignores the final c
+    gives it no cotangent for c at all (a separate path)."""
+    cell, params, xs, h0 = problem(batch=6, hidden=32, seed=1)
+    cot = np.random.default_rng(2).normal(size=(6, 7, 32)).astype(np.float32)
+
+    def loss(run, params, xs, h0):
+        ys, (h, c) = run(params, xs, h0)
+        return jnp.sum(ys * cot) + (jnp.sum(jnp.sin(c)) if reads_c else 0.0)
+
+    kernel = lambda p, x, h0: rs.unroll(cell, p, x, initial_state=h0, reverse=reverse)
+    loop = functools.partial(loop_in_jax, reverse=reverse)
+    assert uses_kernel(kernel, params, xs, h0)
+    got = jax.grad(functools.partial(loss, kernel), argnums=(0, 1, 2))(params, xs, h0)
+    want = jax.grad(functools.partial(loss, loop), argnums=(0, 1, 2))(params, xs, tuple(h0))
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_match_finite_differences():
+    cell, params, xs, h0 = problem(batch=3, time=4, features=3, hidden=16, seed=3)
+    f = lambda p, x: jnp.mean(jnp.tanh(rs.unroll(cell, p, x, initial_state=h0)[0]))
+    assert uses_kernel(f, params, xs)
+    # float32: differences of a mean over 192 outputs with a step of 1e-2.
+    check_grads(f, (params, xs), order=1, modes=("rev", "fwd"), eps=1e-2, atol=2e-3, rtol=2e-3)
+
+
+def test_forward_mode_second_order_and_vmap():
+    """jvp runs the tangent as a scan; jvp of grad (Hessian-vector products)
+    differentiates the kernels' plain-JAX twins; vmap maps the kernels."""
+    cell, params, xs, h0 = problem(batch=4, time=5, hidden=16, seed=4)
+    h0 = tuple(h0)
+    state = rs.LSTMState(*h0)
+    kernel = lambda p, x: jnp.sum(jnp.sin(rs.unroll(cell, p, x, initial_state=state)[0]))
+    loop = lambda p, x: jnp.sum(jnp.sin(loop_in_jax(p, x, h0)[0]))
+    assert uses_kernel(kernel, params, xs)
+    tangent = randomize(params, seed=5)
+    close = lambda got, want: [
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-4)
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want))]
+
+    close(jax.jvp(lambda p: kernel(p, xs), (params,), (tangent,)),
+          jax.jvp(lambda p: loop(p, xs), (params,), (tangent,)))
+    hvp = lambda f: jax.jvp(jax.grad(lambda p: f(p, xs)), (params,), (tangent,))[1]
+    close(hvp(kernel), hvp(loop))
+    batch_of_xs = np.stack([xs, -xs, 2 * xs])
+    per_example = lambda f: jax.vmap(jax.grad(f), in_axes=(None, 0))(params, batch_of_xs)
+    close(per_example(kernel), per_example(loop))
+
+
+def test_the_scan_runs_where_the_kernel_cannot(monkeypatch):
+    """20 units (not a multiple of 16), float64 params, lengths, remat and
+    `RNNSCAN_NATIVE=0` all take the scan, with the same numbers."""
+    cell, params, xs, h0 = problem(hidden=20)
+    assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, xs)
+    cell, params, xs, h0 = problem(hidden=16)
+    run = lambda p, x, **kw: rs.unroll(cell, p, x, initial_state=h0, **kw)
+    assert not uses_kernel(functools.partial(run, lengths=np.full(5, 7)), params, xs)
+    assert not uses_kernel(functools.partial(run, remat=True), params, xs)
+    with jax.enable_x64(True):
+        cell64 = rs.lstm(6, 16, param_dtype=jnp.float64)
+        p64 = cell64.init(jax.random.key(0))
+        assert not uses_kernel(lambda p, x: rs.unroll(cell64, p, x), p64, xs.astype(np.float64))
+    expected = run(params, xs)
+    monkeypatch.setenv("RNNSCAN_NATIVE", "0")
+    jax.clear_caches()
+    assert not native.enabled() and not uses_kernel(run, params, xs)
+    np.testing.assert_allclose(run(params, xs)[0], expected[0], rtol=2e-5, atol=2e-5)
+    jax.clear_caches()
+
+
+def test_a_failed_build_warns_and_reports_no_kernel(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNNSCAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
+    with pytest.warns(RuntimeWarning, match="could not build its C.. kernel 'lstm_cpu'"):
+        assert native._load.__wrapped__("lstm_cpu") is False
+    assert list(tmp_path.glob("*.so")) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.loaded("lstm_cpu")  # the registered build is untouched
