@@ -58,7 +58,8 @@ class Cell(NamedTuple):
         and, with `all_states`, every step's state `states` (else `None`)
         stacked in the same layout. Or `None` when it cannot run these operands
         here. `unroll` calls it instead of scanning when there are no
-        `lengths`, `resets` or `remat`.
+        `lengths`, `resets` or `remat`. It must compute exactly `step`: a
+        wrapper that changes `step` (`_replace(step=...)`) must drop it.
     """
 
     init: Optional[Callable[[PRNGKey], Params]]

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def uses_kernel(fn, *args) -> bool:
-    return "rnnscan_lstm_forward" in jax.jit(fn).lower(*args).as_text()
+def uses_kernel(fn, *args, target="rnnscan_lstm_forward") -> bool:
+    return target in jax.jit(fn).lower(*args).as_text()
 
 
 def problem(batch=5, time=7, features=6, hidden=32, seed=0):
@@ -90,42 +90,49 @@ def test_kernel_matches_python_loop(case):
             np.testing.assert_allclose(swap(got), want, **tol)
 
 
-@pytest.mark.parametrize("threads", [2, 3, 13])
-def test_rows_split_over_threads_change_nothing(monkeypatch, threads):
+@pytest.mark.parametrize("threads,time_major", [(2, False), (3, True), (13, False)])
+def test_rows_split_over_threads_change_nothing(monkeypatch, threads, time_major):
     """Each thread steps its own block of rows; 13 rows in 2, 3 or 13 blocks."""
     cell, params, xs, h0 = problem(batch=13, hidden=16)
-    expected = rs.unroll(cell, params, xs, initial_state=h0, remat=True)  # the scan
+    xs = xs.transpose(1, 0, 2) if time_major else xs
+    run = lambda p, x, **kw: rs.unroll(cell, p, x, initial_state=h0, time_major=time_major, **kw)
+    loss = lambda p, **kw: jnp.sum(run(p, xs, **kw)[0] ** 2) + jnp.sum(run(p, xs, **kw)[1].c)
+    expected = run(params, xs, remat=True), jax.grad(functools.partial(loss, remat=True))(params)
     monkeypatch.setattr(lstm_kernel, "_threads", lambda *sizes: threads)
     jax.clear_caches()
-    run = lambda params, xs: jax.grad(
-        lambda p: jnp.sum(rs.unroll(cell, p, xs, initial_state=h0)[0] ** 2))(params)
-    assert uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
-    got = rs.unroll(cell, params, xs, initial_state=h0)
-    np.testing.assert_allclose(got[0], expected[0], rtol=2e-5, atol=2e-5)
-    want_grads = jax.grad(lambda p: jnp.sum(
-        rs.unroll(cell, p, xs, initial_state=h0, remat=True)[0] ** 2))(params)
-    for k, g in run(params, xs).items():
-        np.testing.assert_allclose(g, want_grads[k], rtol=1e-4, atol=1e-4)
+    assert uses_kernel(run, params, xs)
+    got = run(params, xs), jax.grad(loss)(params)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
     jax.clear_caches()
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("reads_c", [False, True])
-def test_gradients_match_the_loop(reverse, reads_c):
-    """Reverse mode runs the backward kernel; a loss that ignores the final c
-    gives it no cotangent for c at all (a separate path)."""
-    cell, params, xs, h0 = problem(batch=6, hidden=32, seed=1)
-    cot = np.random.default_rng(2).normal(size=(6, 7, 32)).astype(np.float32)
+@pytest.mark.parametrize("hidden,time_major,reverse,reads_c", [
+    (32, False, False, False), (32, False, True, True), (80, True, False, True),
+    (112, True, True, False), (112, False, False, True),
+])
+def test_gradients_match_the_loop(hidden, time_major, reverse, reads_c):
+    """Reverse mode runs the backward kernel (its product in panels of 64 units:
+    80 and 112 end on a partial one); a loss that ignores the final c gives it
+    no cotangent for c at all (a separate path)."""
+    cell, params, xs, h0 = problem(batch=6, hidden=hidden, seed=1)
+    cot = np.random.default_rng(2).normal(size=(6, 7, hidden)).astype(np.float32)
+    swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
 
     def loss(run, params, xs, h0):
         ys, (h, c) = run(params, xs, h0)
         return jnp.sum(ys * cot) + (jnp.sum(jnp.sin(c)) if reads_c else 0.0)
 
-    kernel = lambda p, x, h0: rs.unroll(cell, p, x, initial_state=h0, reverse=reverse)
+    def kernel(p, x, h0):
+        ys, final = rs.unroll(cell, p, swap(x), initial_state=h0, reverse=reverse,
+                              time_major=time_major)
+        return swap(ys), final
+
     loop = functools.partial(loop_in_jax, reverse=reverse)
-    assert uses_kernel(kernel, params, xs, h0)
-    got = jax.grad(functools.partial(loss, kernel), argnums=(0, 1, 2))(params, xs, h0)
-    want = jax.grad(functools.partial(loss, loop), argnums=(0, 1, 2))(params, xs, tuple(h0))
+    grad = lambda run: jax.grad(functools.partial(loss, run), argnums=(0, 1, 2))
+    assert uses_kernel(grad(kernel), params, xs, h0, target="rnnscan_lstm_backward")
+    got = grad(kernel)(params, xs, h0)
+    want = grad(loop)(params, xs, tuple(h0))
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
@@ -162,13 +169,17 @@ def test_forward_mode_second_order_and_vmap():
 
 
 def test_the_scan_runs_where_the_kernel_cannot(monkeypatch):
-    """20 units (not a multiple of 16), float64 params, lengths, remat and
-    `RNNSCAN_NATIVE=0` all take the scan, with the same numbers."""
-    cell, params, xs, h0 = problem(hidden=20)
-    assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, xs)
+    """20 units (not a multiple of 16), peepholes, bfloat16 products, float64
+    params, lengths, resets and remat take the scan; so does everything with
+    `RNNSCAN_NATIVE=0`, with the kernel's numbers."""
+    for cell in [rs.lstm(6, 20), rs.lstm(6, 16, peephole=True),
+                 rs.lstm(6, 16, compute_dtype=jnp.bfloat16)]:
+        params = cell.init(jax.random.key(0))
+        assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, problem()[2])
     cell, params, xs, h0 = problem(hidden=16)
     run = lambda p, x, **kw: rs.unroll(cell, p, x, initial_state=h0, **kw)
     assert not uses_kernel(functools.partial(run, lengths=np.full(5, 7)), params, xs)
+    assert not uses_kernel(functools.partial(run, resets=np.ones((5, 7), bool)), params, xs)
     assert not uses_kernel(functools.partial(run, remat=True), params, xs)
     with jax.enable_x64(True):
         cell64 = rs.lstm(6, 16, param_dtype=jnp.float64)
@@ -182,11 +193,22 @@ def test_the_scan_runs_where_the_kernel_cannot(monkeypatch):
     jax.clear_caches()
 
 
+def test_nan_propagates():
+    """A NaN input gives NaN outputs from its step on, as the scan does (the
+    kernel's exp clamps its argument, in a way that lets NaN through)."""
+    cell, params, xs, h0 = problem(hidden=16)
+    xs[2, 3, 0] = np.nan
+    ys, final = rs.unroll(cell, params, xs, initial_state=h0)
+    assert uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, xs)
+    assert np.isnan(ys[2, 3:]).all() and np.isnan(final.c[2]).all()
+    assert not np.isnan(ys[2, :3]).any() and not np.isnan(np.delete(ys, 2, axis=0)).any()
+
+
 def test_a_failed_build_warns_and_reports_no_kernel(monkeypatch, tmp_path):
     monkeypatch.setenv("RNNSCAN_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", "false")  # a compiler that always fails
     with pytest.warns(RuntimeWarning, match="could not build its C.. kernel 'lstm_cpu'"):
-        assert native._load.__wrapped__("lstm_cpu") is False
+        assert native._build_and_register("lstm_cpu") is False
     assert list(tmp_path.glob("*.so")) == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")

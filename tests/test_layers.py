@@ -320,7 +320,8 @@ def test_remat_same_values_and_gradients(reverse, remats):
         assert_trees_close(grad(p, xs_(), remat), want, rtol=1e-5, atol=1e-6)
 
 
-def test_remat_chunks_hold_less_memory():
+def test_remat_chunks_hold_less_memory(monkeypatch):
+    monkeypatch.setenv("RNNSCAN_NATIVE", "0")  # the scan's memory, not the CPU kernel's
     cell = rs.lstm(8, 16)
     p = random_params(cell.init)
     xs = jnp.ones((2, 1024, 8))
@@ -329,8 +330,7 @@ def test_remat_chunks_hold_less_memory():
         f = jax.jit(jax.grad(lambda p: jnp.sum(rs.unroll(cell, p, xs, remat=remat)[0])))
         return f.lower(p).compile().memory_analysis().temp_size_in_bytes
 
-    # The default keeps 5H floats a row a step (on a CPU, the LSTM kernel's gates and c).
-    assert temp_bytes(32) * 3 < temp_bytes(False)
+    assert temp_bytes(32) * 4 < temp_bytes(False)
 
 
 def test_layers_pass_remat_through():

@@ -3,7 +3,6 @@ cell clipping and an output projection (LSTMP)."""
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -148,14 +147,15 @@ def lstm(
 
     def sequence_kernel(params, state, xs, *, reverse, time_major, all_states):
         check_features(xs, input_size)
-        if not lstm_kernel.supports(xs, state.h):
+        weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
+        if not lstm_kernel.supports(xs, *weights, state.c, state.h):
             return None
         bias = forget_offset.astype(np.float32)
         if use_bias:
             bias = params["b"] + bias
         hs, c = lstm_kernel.recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h,
                                        state.c, reverse, not time_major, all_states)
-        last = functools.partial(jnp.take, indices=0 if reverse else -1, axis=int(not time_major))
+        last = lambda states: lstm_kernel.last_step(states, reverse, not time_major)
         if all_states:
             return LSTMState(last(hs), last(c)), hs, LSTMState(hs, c)
         return LSTMState(last(hs), c), hs, None

@@ -9,8 +9,9 @@ term but `dh @ w_hh` taken out of the loop as products over all steps at once
 (as `unroll` does for `Cell.recurrent_kernel`).
 That tangent is a primitive whose transpose, reverse mode's backward loop, is
 the backward kernel; forward mode runs it as a `lax.scan`. Every JAX
-transformation composes: `vmap` maps the kernels over the mapped axis, and
-derivatives of the kernels themselves (second order) go through plain-JAX copies.
+transformation composes: under `vmap` the kernels run once per mapped element,
+one after another, and derivatives of the kernels themselves (second order) go
+through plain-JAX copies.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from rnnscan.kernels import native
 LANES = 16  # the kernel's vector width: it steps 16 units of every gate at a time
 
 
-def supports(xs, h0) -> bool:
-    """Whether `recurrence` can run: on a CPU, in float32, with a multiple of 16
-    units, and with the kernel built. `xs` `(time, batch, I)` or batch-major,
-    `h0` `(batch, H)`."""
-    return (jax.default_backend() == "cpu" and xs.dtype == jnp.float32
-            and h0.dtype == jnp.float32 and h0.shape[-1] % LANES == 0 and xs.size > 0
-            and native.loaded("lstm_cpu"))
+def supports(xs, *arrays) -> bool:
+    """Whether `recurrence` can run on these operands: on a CPU, all in float32,
+    `xs` `(time, batch, I)` (or batch-major) and not empty, a multiple of 16
+    units, and with the kernel built."""
+    return (jax.default_backend() == "cpu" and jnp.ndim(xs) == 3 and jnp.size(xs) > 0
+            and all(jnp.result_type(a) == jnp.float32 for a in (xs, *arrays))
+            and jnp.shape(arrays[-1])[-1] % LANES == 0 and native.loaded("lstm_cpu"))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
@@ -61,7 +62,7 @@ def recurrence(xs, w_ih, w_hh, bias, h0, c0, reverse: bool, batch_major: bool,
         return _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major)[:2]
     results = _states(xs, h0) + [jax.ShapeDtypeStruct(c0.shape, c0.dtype)]
     return _call("rnnscan_lstm_forward", results, xs, *_panels(w_ih, w_hh), bias, h0, c0,
-                 reverse=reverse, batch_major=batch_major)
+                 hidden=h0.shape[-1], reverse=reverse, batch_major=batch_major)
 
 
 def _recurrence_jvp(reverse, batch_major, all_states, primals, tangents):
@@ -86,8 +87,12 @@ def _recurrence_jvp(reverse, batch_major, all_states, primals, tangents):
                                 batch_major=batch_major)
     if all_states:
         return (hs, cs), (d_hs, d_cs)
-    last = functools.partial(jnp.take, indices=0 if reverse else -1, axis=int(batch_major))
-    return (hs, last(cs)), (d_hs, last(d_cs))
+    return (hs, last_step(cs, reverse, batch_major)), (d_hs, last_step(d_cs, reverse, batch_major))
+
+
+def last_step(states, reverse: bool, batch_major: bool):
+    """The last step's entry of a per-step array (the first with `reverse`)."""
+    return jnp.take(states, 0 if reverse else -1, axis=int(batch_major))
 
 
 recurrence.defjvp(_recurrence_jvp, symbolic_zeros=True)
@@ -143,8 +148,8 @@ def _cotangent_in_jax(w_hh, c0, gates, cs, g_hs, g_cs, *, zero_g_cs, **layout):
 def _cotangent_on_kernel(w_hh, c0, gates, cs, g_hs, g_cs, *, zero_g_cs, **layout):
     # The kernel overwrites the saved gates with g_z (operand 5 is result 0).
     return _call("rnnscan_lstm_backward", _cotangent_shapes(w_hh, c0, gates, cs),
-                 _panels_transposed(w_hh), c0, cs, g_hs, g_cs, gates, aliases={5: 0},
-                 has_gcs=np.int32(not zero_g_cs), **layout)
+                 _panels_transposed(w_hh), c0, cs, g_hs, g_cs, gates, hidden=c0.shape[-1],
+                 aliases={5: 0}, has_gcs=np.int32(not zero_g_cs), **layout)
 
 
 def _tangent_shapes(w_hh, c0, gates, cs, *linear, **layout):
@@ -169,7 +174,9 @@ def _primitive(name, in_jax, shapes, run=None):
     run = run or in_jax
     primitive.def_impl(run)
     primitive.def_abstract_eval(shapes)
-    mlir.register_lowering(primitive, mlir.lower_fun(run, multiple_results=True))
+    # The kernels exist for the CPU alone (`supports` picks them only there).
+    platform = "cpu" if run is not in_jax else None
+    mlir.register_lowering(primitive, mlir.lower_fun(run, multiple_results=True), platform=platform)
 
     def jvp(primals, tangents, **params):
         tangents = tuple(ad.instantiate_zeros(t) for t in tangents)
@@ -222,7 +229,8 @@ def _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major):
     """`(hs, cs, gates)`: the states and each step's gate activations."""
     gates = jax.ShapeDtypeStruct(xs.shape[:2] + bias.shape, jnp.float32)
     return _call("rnnscan_lstm_forward_saving", _states(xs, h0) * 2 + [gates], xs,
-                 *_panels(w_ih, w_hh), bias, h0, c0, reverse=reverse, batch_major=batch_major)
+                 *_panels(w_ih, w_hh), bias, h0, c0, hidden=h0.shape[-1], reverse=reverse,
+                 batch_major=batch_major)
 
 
 @_forward_saving.defjvp
@@ -268,14 +276,14 @@ def _panels_transposed(w_hh):
     return w_t.reshape(gates, panels, 4 * LANES).transpose(1, 0, 2)
 
 
-def _call(target: str, results, *operands, reverse: bool, batch_major: bool, aliases=None,
-          **attributes):
-    """Kernel `target` on `operands`; `results[0]` is per step, `results[-1]` `(..., H)`."""
+def _call(target: str, results, *operands, hidden: int, reverse: bool, batch_major: bool,
+          aliases=None, **attributes):
+    """Kernel `target` of `hidden` units on `operands`; `results[0]` is per step."""
     time, batch = results[0].shape[:2][::-1] if batch_major else results[0].shape[:2]
     call = jax.ffi.ffi_call(target, tuple(results), vmap_method="sequential",
                             input_output_aliases=aliases)
     return call(*operands, reverse=np.int32(reverse), batch_major=np.int32(batch_major),
-                threads=np.int32(_threads(time, batch, results[-1].shape[-1])), **attributes)
+                threads=np.int32(_threads(time, batch, hidden)), **attributes)
 
 
 def _threads(time: int, batch: int, hidden: int) -> int:

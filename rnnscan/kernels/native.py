@@ -4,7 +4,8 @@ Each kernel is one C++ source in this package. The first process that needs it
 compiles it with the system C++ compiler (`$CXX`, else `c++`) against the XLA FFI
 headers that jaxlib ships, for this machine's CPU (`-march=native`), and keeps
 the library in `$RNNSCAN_CACHE_DIR` (default `~/.cache/rnnscan`) under a name
-that hashes the source, the compiler, jaxlib's version and the CPU's features.
+that hashes the source, the compiler command (not its version), jaxlib's
+version and the CPU's features; old builds are not removed.
 Without a compiler, or with `RNNSCAN_NATIVE=0` in the environment, `loaded`
 returns False and rnnscan runs the same computation as XLA ops.
 """
@@ -12,12 +13,13 @@ returns False and rnnscan runs the same computation as XLA ops.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -33,7 +35,8 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-std=c++17", "-shared", 
 
 
 def enabled() -> bool:
-    """Whether rnnscan may use its kernels: not when `RNNSCAN_NATIVE=0`."""
+    """Whether rnnscan may use its kernels: not when `RNNSCAN_NATIVE=0`. Read
+    when a function is traced: jitted functions keep the choice they were traced with."""
     return os.environ.get("RNNSCAN_NATIVE", "1") != "0"
 
 
@@ -47,14 +50,22 @@ def cpu_cores() -> int:
 def loaded(name: str) -> bool:
     """Whether kernel `name`'s FFI targets are registered for the CPU (building
     and registering them on the first call); False when disabled or unbuildable."""
-    return enabled() and _load(name)
+    if not enabled():
+        return False
+    with _lock:  # one build and registration per process, also when threads trace at once
+        if name not in _loaded:
+            _loaded[name] = _build_and_register(name)
+        return _loaded[name]
 
 
-@functools.cache
-def _load(name: str) -> bool:
+_loaded: dict[str, bool] = {}
+_lock = threading.Lock()
+
+
+def _build_and_register(name: str) -> bool:
     try:
         library = ctypes.CDLL(str(_build(name)))
-    except (OSError, subprocess.SubprocessError) as error:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         detail = getattr(error, "stderr", b"") or b""
         warnings.warn(
             f"rnnscan: could not build its C++ kernel {name!r} ({error}; "
@@ -71,9 +82,9 @@ def _load(name: str) -> bool:
 def _build(name: str) -> Path:
     """The compiled library of `name.cc`, from the cache or built into it."""
     source = Path(__file__).with_name(f"{name}.cc")
-    compiler = os.environ.get("CXX", "c++")
+    compiler = shlex.split(os.environ.get("CXX", "c++"))  # e.g. "ccache g++"
     key = hashlib.sha256(b"\0".join(
-        [source.read_bytes(), compiler.encode(), jaxlib.__version__.encode(),
+        [source.read_bytes(), " ".join(compiler).encode(), jaxlib.__version__.encode(),
          " ".join(FLAGS).encode(), _cpu_features().encode()]
     )).hexdigest()[:16]
     cache = Path(os.environ.get("RNNSCAN_CACHE_DIR", Path.home() / ".cache" / "rnnscan"))
@@ -86,7 +97,7 @@ def _build(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         built = Path(scratch) / library.name
         subprocess.run(
-            [compiler, *FLAGS, "-isystem", jax.ffi.include_dir(), str(source), "-o", str(built)],
+            [*compiler, *FLAGS, "-isystem", jax.ffi.include_dir(), str(source), "-o", str(built)],
             check=True, capture_output=True, timeout=300,
         )
         os.replace(built, library)
