@@ -147,7 +147,10 @@ def unroll(
         recomputed when its gradient is needed; `k` near `sqrt(time)` holds the
         least; `k` need not divide `time`).
       return_all_states: also return the state after every step.
-      method: `"sequential"`: `lax.scan`, one step after another.
+      method: `"sequential"`: `lax.scan`, one step after another; or, for a
+        cell with a `Cell.sequence_kernel` that can run the operands (on a CPU,
+        `rs.lstm`'s float32 kernel) and without `lengths`, `resets` or `remat`,
+        that kernel, which ignores `unroll`.
         `"associative"`: for cells linear in their state (`cell.linear` set:
         `rs.mingru`, `rs.minlstm`, `rs.lru`), every step at once with
         `lax.associative_scan`, O(log time) deep; same results, all options

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import Cell, check_features
-from rnnscan.kernels import lstm as lstm_kernel
 from rnnscan.cells._common import (
     Precision,
     check_sizes,
@@ -20,6 +19,7 @@ from rnnscan.cells._common import (
     resolve_activation,
     split_keys,
 )
+from rnnscan.kernels import lstm as lstm_kernel
 
 
 class LSTMState(NamedTuple):
@@ -146,7 +146,6 @@ def lstm(
         return recurrent_step(params, state, project_inputs(params, x))
 
     def sequence_kernel(params, state, xs, *, reverse, time_major, all_states):
-        check_features(xs, input_size)
         weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
         if not lstm_kernel.supports(xs, *weights, state.c, state.h):
             return None

@@ -26,6 +26,7 @@ from jax.interpreters import ad, batching, mlir
 
 from rnnscan.cells._common import is_symbolic_zero
 from rnnscan.kernels import native
+from rnnscan.unroll import time_to_front
 
 LANES = 16  # the kernel's vector width: it steps 16 units of every gate at a time
 
@@ -90,12 +91,12 @@ def _recurrence_jvp(reverse, batch_major, all_states, primals, tangents):
     return (hs, last_step(cs, reverse, batch_major)), (d_hs, last_step(d_cs, reverse, batch_major))
 
 
+recurrence.defjvp(_recurrence_jvp, symbolic_zeros=True)
+
+
 def last_step(states, reverse: bool, batch_major: bool):
     """The last step's entry of a per-step array (the first with `reverse`)."""
     return jnp.take(states, 0 if reverse else -1, axis=int(batch_major))
-
-
-recurrence.defjvp(_recurrence_jvp, symbolic_zeros=True)
 
 
 def _step_inputs(states, first, reverse, batch_major):
@@ -109,8 +110,8 @@ def _step_inputs(states, first, reverse, batch_major):
 
 
 def _time_major(batch_major: bool, tree):
-    """`tree`'s leaves with their first two axes swapped if `batch_major` (either way)."""
-    return jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), tree) if batch_major else tree
+    """`tree` time-major from `batch_major` layout, or back (a swap is its own inverse)."""
+    return time_to_front(tree, time_major=not batch_major)
 
 
 def _tangent_in_jax(w_hh, c0, gates, cs, d_z, d_h0, d_c0, *, reverse, batch_major):
