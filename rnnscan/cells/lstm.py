@@ -147,7 +147,7 @@ def lstm(
 
     def sequence_kernel(params, state, xs, *, reverse, time_major, all_states):
         weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
-        if not lstm_kernel.supports(xs, *weights, state.c, state.h):
+        if not lstm_kernel.supports(xs, state.h, state.c, *weights):
             return None
         bias = forget_offset.astype(np.float32)
         if use_bias:

@@ -31,13 +31,14 @@ from rnnscan.unroll import time_to_front
 LANES = 16  # the kernel's vector width: it steps 16 units of every gate at a time
 
 
-def supports(xs, *arrays) -> bool:
+def supports(xs, h0, *arrays) -> bool:
     """Whether `recurrence` can run on these operands: on a CPU, all in float32,
-    `xs` `(time, batch, I)` (or batch-major) and not empty, a multiple of 16
-    units, and with the kernel built."""
+    `xs` `(time, batch, I)` (or batch-major) and not empty, `h0` `(batch, H)` with
+    a multiple of 16 units, and with the kernel built."""
     return (jax.default_backend() == "cpu" and jnp.ndim(xs) == 3 and jnp.size(xs) > 0
-            and all(jnp.result_type(a) == jnp.float32 for a in (xs, *arrays))
-            and jnp.shape(arrays[-1])[-1] % LANES == 0 and native.loaded("lstm_cpu"))
+            and jnp.ndim(h0) == 2 and jnp.shape(h0)[-1] % LANES == 0
+            and all(jnp.result_type(a) == jnp.float32 for a in (xs, h0, *arrays))
+            and native.loaded("lstm_cpu"))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))

@@ -102,8 +102,13 @@ inline vf tanh_(vf x) {
   return x < 0.0f ? -t : t;
 }
 
-// Tiles for `rows` rows: as few as hold kTileRows each, as even as can be.
-int64_t tiles_of(int64_t rows) { return (rows + kTileRows - 1) / kTileRows; }
+// Rows [begin, end) in tiles: as few as hold kTileRows rows each, as even as can be.
+struct Tiles {
+  int64_t begin, rows, count;
+  Tiles(int64_t begin, int64_t end)
+      : begin(begin), rows(end - begin), count((rows + kTileRows - 1) / kTileRows) {}
+  int64_t start(int64_t tile) const { return begin + rows * tile / count; }
+};
 
 struct Sequence {
   int64_t T, B, H;
@@ -199,8 +204,8 @@ void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const floa
 constexpr int64_t kProjectedFloats = int64_t{1} << 18;
 
 void forward_rows(const Forward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, G = 4 * H, rows = end - begin, tiles = tiles_of(rows);
-  auto tile_start = [&](int64_t tile) { return begin + rows * tile / tiles; };
+  const int64_t H = a.s.H, G = 4 * H, rows = end - begin;
+  const Tiles tiles(begin, end);
   // The input projection runs a chunk of steps ahead of the recurrence, panel
   // by panel of w_ih, so that w_ih and w_hh take turns in cache per chunk
   // rather than per step.
@@ -218,9 +223,9 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
     auto time = [&](int64_t s) { return a.s.reverse ? a.s.T - 1 - (done + s) : done + s; };
     for (int64_t u = 0; u < H; u += kLanes)
       for (int64_t s = 0; s < steps; ++s)
-        for (int64_t tile = 0; tile < tiles; ++tile) {
-          const int64_t r0 = tile_start(tile);
-          with_tile_rows(tile_start(tile + 1) - r0, [&](auto R) {
+        for (int64_t tile = 0; tile < tiles.count; ++tile) {
+          const int64_t r0 = tiles.start(tile);
+          with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
             product_tile<R(), 4>(a.x + a.s.at(time(s), r0, a.I), a.s.row_stride(a.I),
                                  a.w_ih + u * 4 * a.I, 4 * kLanes, a.I, z_of(s, r0) + 4 * u, G);
           });
@@ -230,8 +235,8 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
       const bool start = done + s == 0;
       // Panel by panel, every tile of rows: a panel of w_hh stays in cache for all.
       for (int64_t u = 0; u < H; u += kLanes)
-        for (int64_t tile = 0; tile < tiles; ++tile) {
-          const int64_t r0 = tile_start(tile);
+        for (int64_t tile = 0; tile < tiles.count; ++tile) {
+          const int64_t r0 = tiles.start(tile);
           // h0 and c0 have rows H apart, hs and cs row_stride(H).
           const int64_t stride = start ? H : a.s.row_stride(H);
           const float* h_prev = start ? a.h0 + r0 * H : a.hs + a.s.at(prev, r0, H);
@@ -242,7 +247,7 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
             c_in = c_out = carry.data() + (r0 - begin) * H;
             c_in_stride = c_out_stride = H;
           }
-          with_tile_rows(tile_start(tile + 1) - r0, [&](auto R) {
+          with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
             forward_tile<R()>(a, t, r0, u, h_prev, stride, c_in, c_in_stride, c_out,
                               c_out_stride, z_of(s, r0) + 4 * u, G);
           });
@@ -278,7 +283,8 @@ void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64
 
 // Rows [begin, end) from the last step back; gh, gc: (end - begin, H) carries.
 void backward_rows(const Backward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, G = 4 * H, rows = end - begin, tiles = tiles_of(rows);
+  const int64_t H = a.s.H, G = 4 * H, rows = end - begin;
+  const Tiles tiles(0, rows);  // offsets into this block
   const int64_t gz_stride = a.s.row_stride(G);
   std::vector<float> gh(rows * H, 0.0f), gc(rows * H, 0.0f);
   int64_t t = a.s.reverse ? 0 : a.s.T - 1;
@@ -307,8 +313,8 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
     // The carry into the step before: gh = gz_t @ w_hh.T, panel by panel of w_hh.T,
     // every tile of rows.
     for (int64_t u = 0; u < H; u += 4 * kLanes)
-      for (int64_t tile = 0; tile < tiles; ++tile) {
-        const int64_t r0 = rows * tile / tiles, r1 = rows * (tile + 1) / tiles;
+      for (int64_t tile = 0; tile < tiles.count; ++tile) {
+        const int64_t r0 = tiles.start(tile), r1 = tiles.start(tile + 1);
         const float* gz = a.gz + a.s.at(t, begin + r0, G);
         float* out = gh.data() + r0 * H;
         with_tile_rows(r1 - r0, [&](auto R) {
