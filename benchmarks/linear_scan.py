@@ -10,7 +10,7 @@ a warm-up call (compilation), as the median of `--repeats` runs with
 `jax.block_until_ready`; the two methods alternate run by run so that both see the
 same machine load. Writes `benchmarks/results/linear_scan_<backend>.json` and a
 markdown table `.md` with the crossover: the shortest length from which the
-associative scan is faster. `rnnscan.parallel.AUTO_MIN_TIME` is set from it.
+associative scan is faster. `rnnscan.tuning.TABLE`'s `associative_min_time` is set from it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ segments and batch groups, forward and forward+backward, per config.
 (from the repository root, with rnnscan installed or `PYTHONPATH=.`)
 
 A layout `u<U>s<S>g<G>` runs `rs.unroll`'s scan with `unroll=U`, the time axis in
-`S` consecutive scans (`rnnscan.unroll.time_segments`) and each step's batch in
-`G` groups of rows (`rnnscan.unroll.batch_groups`). Per shape, every layout's
+`S` consecutive scans (`rnnscan.tuning.Tuning.time_segments`) and each step's batch in
+`G` groups of rows (`rnnscan.tuning.batch_groups`). Per shape, every layout's
 jitted program is timed after a warm-up call, the layouts taking turns run by run
 (`time_alternating`); the median is reported. A config is a name of
 `rnnscan.bench.configs` or an LSTM shape `BATCHxTIMExINPUTxHIDDEN`. Writes
@@ -32,7 +32,7 @@ from rnnscan.bench.configs import CONFIGS, Config
 from rnnscan.bench.measure import time_alternating
 from rnnscan.bench.peers import MODES, inputs, jax_program
 from rnnscan.bench.run import machine, versions
-from rnnscan.unroll import _scan
+from rnnscan.unroll import execute, make_plan
 
 LAYOUT = re.compile(r"u([1-9]\d*)s([1-9]\d*)g([1-9]\d*)")
 SHAPE = re.compile(r"(\d+)x(\d+)x(\d+)x(\d+)")
@@ -94,13 +94,12 @@ def main():
             parser.error(f"{config.name}: one layer only (it has {config.layers})")
         cell = getattr(rs, config.cell)(config.input, config.hidden)
         params = cell.init(jax.random.key(0))
+        scan = make_plan(cell, params, inputs(config), method="scan")
         for mode in MODES:
             programs = [
                 jax_program(
-                    lambda p, x, u=u, s=s, g=g: _scan(
-                        p, x, None, None, None, cell=cell, reverse=False, time_major=False,
-                        unroll=u, remat=False, return_all_states=False, segments=s, groups=g,
-                    )[0],
+                    lambda p, x, plan=scan._replace(unroll=u, segments=s, groups=g):
+                        execute(plan, p, x)[0],
                     params, inputs(config), mode,
                 )
                 for u, s, g in layouts

@@ -1,15 +1,15 @@
 """rnnscan: `tf.nn.dynamic_rnn` for JAX — pure recurrent cells unrolled with `lax.scan`."""
 
 from rnnscan import interop
-from rnnscan.cell import Cell
-from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, rnn
-from rnnscan.layers import Layer, bidirectional, layer, multi_cell, stack
+from rnnscan.cell import Cell, LinearRecurrence, SplitStep
+from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, multi_cell, rnn
+from rnnscan.layers import Layer, bidirectional, layer, stack
 from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "LSTMState", "Layer", "bidirectional", "dynamic_rnn", "gru", "interop", "layer",
-    "lru", "lstm", "mingru", "minlstm", "multi_cell", "rnn", "stack", "truncated_unroll",
-    "unroll",
+    "Cell", "LSTMState", "Layer", "LinearRecurrence", "SplitStep", "bidirectional",
+    "dynamic_rnn", "gru", "interop", "layer", "lru", "lstm", "mingru", "minlstm", "multi_cell",
+    "rnn", "stack", "truncated_unroll", "unroll",
 ]

@@ -1,65 +1,153 @@
-"""The `Cell` type and the checks that every cell and entry point shares.
+"""The `Cell` type, the `SplitStep` a library cell's step is, and the traits it carries.
 
 A cell is a NamedTuple of pure functions closed over static configuration (the
 shape of optax's `GradientTransformation` and stax's `(init_fun, apply_fun)`): it
 is hashable, can be a static argument to `jax.jit`, and holds no arrays.
+
+`Cell.step` is always what runs. A library cell's step is a `SplitStep`: the
+step split into a time-parallel input projection and a recurrent part, which
+`unroll` runs separately (one large matmul for every step's projection). The
+fast path is the step itself, so the two cannot drift; a cell whose `step` is
+replaced (`cell._replace(step=wrapped)`) runs the new step, and every trait of
+the old one (kernel, hoisted gradient, row groups) goes with it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 Params = Any
 State = Any
 PRNGKey = jax.Array
 
 
+class InitFn(Protocol):
+    def __call__(self, key: PRNGKey) -> Params:
+        """The cell's params, a pytree of arrays, drawn from the `jax.random` key."""
+
+
+class InitialStateFn(Protocol):
+    def __call__(self, params: Params, batch_shape: tuple = ()) -> State:
+        """The state before the first step: zeros whose leaves are `(*batch_shape, size)`."""
+
+
+class StepFn(Protocol):
+    def __call__(self, params: Params, h: State, x: Any) -> tuple[State, Any]:
+        """One step: `x` `(*batch, input_size)` and the state `h` to the next state
+        (same structure, shapes and dtypes as `h`) and the output `(*batch, output_size)`."""
+
+
+class ProjectInputsFn(Protocol):
+    def __call__(self, params: Params, xs: Any) -> Any:
+        """The part of a step that reads the input alone, for any leading shape of
+        `xs` (`(time, batch, input_size)` in `unroll`: every step at once)."""
+
+
+class RecurrentStepFn(Protocol):
+    def __call__(self, params: Params, h: State, xp: Any) -> tuple[State, Any]:
+        """The rest of the step, from one step's projected input `xp`."""
+
+
+class LinearRecurrence(NamedTuple):
+    """A recurrence linear in its state: `h_t = a_t * h_{t-1} + b_t`, elementwise.
+
+    Attributes:
+      coefficients: `coefficients(params, xs) -> (a, b)` for every step at once:
+        `xs` `(*lead, input_size)` for any leading shape (`(time, batch)` in
+        `unroll`); `a` and `b` have the state's structure, leaves `(*lead, size)`.
+      readout: `readout(params, hs, xs) -> ys`, the outputs from the states after
+        each step and the inputs that produced them, for any leading shape;
+        `None`: the output is the state.
+      log_space: `coefficients` returns `(log a, log b)`, real, for recurrences
+        with `a, b > 0` (minGRU, minLSTM): the scan composes in log space, where
+        products over thousands of steps neither underflow nor lose precision.
+        The state itself stays in linear space and may take any sign.
+    """
+
+    coefficients: Callable[[Any, Any], tuple]
+    readout: Optional[Callable[[Any, Any, Any], Any]] = None
+    log_space: bool = False
+
+
+class SequenceKernel(NamedTuple):
+    """A compiled kernel that runs a cell's whole sequence at once.
+
+    Attributes:
+      run: `run(params, h0, xs, *, lengths, resets, reset_state, reverse,
+        time_major, all_states) -> (final_state, ys, states)`: what `unroll`
+        returns (`states` None unless `all_states`), in the layout of `xs`.
+      unsupported: `unsupported(params, h0, xs, *, lengths, resets) -> str | None`:
+        why the kernel cannot run these operands here (a sentence), or None.
+      faster: `faster(params, h0, xs) -> bool`: whether it was measured faster
+        than the scan on this CPU for these shapes; `method="auto"` runs it only then.
+    """
+
+    run: Callable
+    unsupported: Callable
+    faster: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitStep:
+    """A step split in two, `step(p, h, x) == recurrent_step(p, h, project_inputs(p, x))`,
+    with what `unroll` may use to run it faster. Calling it runs the step. (A
+    frozen dataclass, not a NamedTuple, so that `jax.jit(cell.step)` can hold
+    a weak reference to it; equal fields make equal, same-hash steps.)
+
+    Attributes:
+      project_inputs: a `ProjectInputsFn`.
+      recurrent_step: a `RecurrentStepFn`.
+      recurrent_kernel: the key `k` of a params dict whose `W = params[k]`
+        `recurrent_step` uses only in the term `h @ W` added to `xp`, `h` being
+        the first leaf of its state. `unroll` then sums `W`'s gradient in one
+        matmul after the loop (in float32 or the param dtype, whatever the
+        compute dtype) instead of one small update per step inside it. The
+        price: the step inputs `h` are kept (in reverse mode, beside what
+        `remat=True` keeps), and forward mode runs a tangent loop after a primal
+        one that saves every step. `remat=k` and `truncated_unroll` do not use it.
+      rowwise: row `b` of a step's outputs depends only on row `b` of its state
+        and input (no statistics over the batch, no arrays with a batch axis in
+        the params): `unroll` may then step groups of rows separately.
+      linear: a `LinearRecurrence` when the step is linear in its state, which
+        lets `unroll` run it on `jax.lax.associative_scan`.
+      kernel: a `SequenceKernel` that runs the whole sequence.
+      state_dropout: per leaf of the state, whether variational state dropout
+        (`rs.layer(state_dropout=...)`) applies to it; None: to every leaf. An
+        LSTM drops `h`, not its memory cell `c` (as Keras and TF1 do).
+    """
+
+    project_inputs: Callable
+    recurrent_step: Callable
+    recurrent_kernel: Optional[str] = None
+    rowwise: bool = False
+    linear: Optional[LinearRecurrence] = None
+    kernel: Optional[SequenceKernel] = None
+    state_dropout: Optional[tuple] = None
+
+    def __call__(self, params, h, x):
+        return self.recurrent_step(params, h, self.project_inputs(params, x))
+
+    def _replace(self, **changes) -> "SplitStep":
+        """A copy with `changes`, as a NamedTuple's `_replace`."""
+        return dataclasses.replace(self, **changes)
+
+
 class Cell(NamedTuple):
     """A recurrent cell: `step(params, h, x) -> (h, y)` and its companions.
 
     Attributes:
-      init: `init(key) -> params`, a pytree of arrays.
-      initial_state: `initial_state(params, batch_shape) -> state`, zeros whose
-        leaves are `(*batch_shape, size)`.
-      step: `step(params, h, x) -> (h, y)`: reads `x` of shape
-        `(*batch, input_size)`, returns the next state (same structure, shapes and
-        dtypes as `h`) and the output `y` of shape `(*batch, output_size)`.
-      project_inputs: optional fast path, `project_inputs(params, xs) -> xps`:
-        the part of `step` that depends on the input alone, applied to every time
-        step at once (one large matmul), for any leading shape of `xs`.
-      recurrent_step: optional fast path, `recurrent_step(params, h, xp) -> (h, y)`
-        with `step(p, h, x) == recurrent_step(p, h, project_inputs(p, x))`.
-      linear: optional, for recurrences linear in the state,
-        `h_t = a_t * h_{t-1} + b_t`: a `rnnscan.parallel.LinearRecurrence` that
-        lets `unroll` run the cell through `jax.lax.associative_scan`.
-      recurrent_kernel: optional, with the fast path: the key `k` of a params
-        mapping whose `W = params[k]` `recurrent_step` uses only in the term
-        `h @ W` added to `xp`, `h` being the first leaf of the state it gets.
-        `unroll` then sums `W`'s gradient in one matmul per scan after its loop
-        (in float32 or the param dtype, whatever the cell's compute dtype)
-        instead of one small update per step inside it. The price: the step
-        inputs `h` are kept (in reverse mode beside the carries `remat=True`
-        keeps), and forward mode runs a second, tangent loop after a primal
-        one that saves every step. `remat=k` and `truncated_unroll` do not use
-        it.
-      rowwise: optional, `True` when row `b` of a step's outputs depends only on
-        row `b` of its state and input (no statistics over the batch, no arrays
-        with a batch axis closed over or in params): `unroll` may then step
-        groups of rows separately (`rnnscan.unroll.batch_groups`). Every
-        rnnscan cell sets it.
-      sequence_kernel: optional: `sequence_kernel(params, h0, xs, *, reverse,
-        time_major, all_states) -> (h_final, ys, states)`, every step of `step`
-        at once (e.g. in a compiled kernel) over the inputs `xs`,
-        `(batch, time, ...)` or with `time_major` `(time, batch, ...)`; `ys`
-        and, with `all_states`, every step's state `states` (else `None`)
-        stacked in the same layout. Or `None` when it cannot run these operands
-        here. `unroll` calls it instead of scanning when there are no
-        `lengths`, `resets` or `remat`. It must compute exactly `step`: a
-        wrapper that changes `step` (`_replace(step=...)`) must drop it.
+      init: an `InitFn`, or None for a cell whose params the user builds.
+      initial_state: an `InitialStateFn`, or None (then `unroll` needs
+        `initial_state`).
+      step: a `StepFn`: reads `x` `(*batch, input_size)` and the state, returns
+        the next state and the output `y` `(*batch, output_size)`. For library
+        cells, a `SplitStep`.
+      project_inputs, recurrent_step: the two halves of a `SplitStep` step, or
+        None. Build a cell with a fast path with `Cell.split`.
     """
 
     init: Optional[Callable[[PRNGKey], Params]]
@@ -67,14 +155,39 @@ class Cell(NamedTuple):
     step: Callable[[Params, State, Any], tuple]
     project_inputs: Optional[Callable[[Params, Any], Any]] = None
     recurrent_step: Optional[Callable[[Params, State, Any], tuple]] = None
-    linear: Any = None
-    recurrent_kernel: Optional[str] = None
-    rowwise: bool = False
-    sequence_kernel: Optional[Callable] = None
+
+    @classmethod
+    def split(cls, init, initial_state, project_inputs, recurrent_step, **traits) -> "Cell":
+        """The cell whose step is `SplitStep(project_inputs, recurrent_step, **traits)`."""
+        return cls(init, initial_state, SplitStep(project_inputs, recurrent_step, **traits),
+                   project_inputs, recurrent_step)
 
     @property
     def has_fast_path(self) -> bool:
-        return self.project_inputs is not None and self.recurrent_step is not None
+        return split_step(self) is not None
+
+
+def split_step(cell: Cell) -> Optional[SplitStep]:
+    """The `SplitStep` that `cell.step` is, or None when it runs as one function.
+
+    Raises:
+      ValueError: when `project_inputs` or `recurrent_step` was replaced but the
+        step still runs the old ones (`cell._replace(recurrent_step=...)`): which
+        of the two should run is the caller's to say.
+    """
+    step = cell.step
+    if not isinstance(step, SplitStep):
+        return None
+    if cell.project_inputs is None and cell.recurrent_step is None:
+        return None  # the fast path was dropped: the step runs as one function
+    if (cell.project_inputs, cell.recurrent_step) != (step.project_inputs, step.recurrent_step):
+        raise ValueError(
+            "cell.project_inputs and cell.recurrent_step must be the halves of cell.step (a "
+            "SplitStep); one was replaced while the step still runs the old one. Rebuild the "
+            "cell with rnnscan.Cell.split(init, initial_state, project_inputs, recurrent_step), "
+            "or replace the step itself: cell._replace(step=...)"
+        )
+    return step
 
 
 def as_cell(cell, name: str = "cell") -> Cell:
@@ -89,59 +202,20 @@ def as_cell(cell, name: str = "cell") -> Cell:
     )
 
 
-def check_positive_int(name: str, value) -> int:
-    """Raises unless `value` is a positive Python integer (a cell's size)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int; got {value!r} of type {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int; got {value}")
-    return int(value)
+def same_for_same_arguments(constructor):
+    """Decorates a constructor of cells or layers so that equal arguments give the
+    same (equal, same-hash) object: `jax.jit` caches keyed on it then hit, also
+    for a cell built anew inside every call of a function (flax's `nn.compact`).
+    Calls with an unhashable argument build a new object each time."""
+    cached = functools.lru_cache(maxsize=1024)(constructor)
 
+    @functools.wraps(constructor)
+    def build(*args, **kwargs):
+        try:
+            return cached(*args, **kwargs)
+        except TypeError as error:
+            if "unhashable" not in str(error):
+                raise
+            return constructor(*args, **kwargs)
 
-def check_features(x, expected: int) -> None:
-    """Raises unless the last axis of the cell's input `x` has `expected` features."""
-    shape = np.shape(x)
-    if len(shape) == 0 or shape[-1] != expected:
-        got = f"{shape[-1]} features" if shape else "a scalar"
-        raise ValueError(
-            f"the cell's input (xs, or x for a single step) must have {expected} features "
-            f"on its last axis (input_size={expected}); got {got}, shape {shape}"
-        )
-
-
-def _shape(a) -> tuple:
-    return tuple(getattr(a, "shape", np.shape(a)))
-
-
-def _dtype(a):
-    return jnp.dtype(getattr(a, "dtype", None) or jnp.result_type(a))
-
-
-def _describe(tree) -> str:
-    return str(jax.tree_util.tree_map(lambda a: f"{_dtype(a).name}{list(_shape(a))}", tree))
-
-
-def check_same_structure(name: str, got, expected, expected_from: str) -> None:
-    """Raises unless `got` has the tree structure, leaf shapes and dtypes of `expected`.
-
-    Works on arrays, tracers and `jax.ShapeDtypeStruct`s alike, so it runs at trace
-    time on abstract values.
-    """
-    got_def = jax.tree_util.tree_structure(got)
-    exp_def = jax.tree_util.tree_structure(expected)
-    if got_def != exp_def:
-        raise TypeError(
-            f"{name} must have the structure of {expected_from}: expected "
-            f"{exp_def}, got {got_def}"
-        )
-    for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
-        if _shape(g) != _shape(e):
-            raise ValueError(
-                f"{name} must match {expected_from}: expected {_describe(expected)}, "
-                f"got {_describe(got)}"
-            )
-        if _dtype(g) != _dtype(e):
-            raise TypeError(
-                f"{name} must match the dtypes of {expected_from}: expected "
-                f"{_describe(expected)}, got {_describe(got)}"
-            )
+    return build

@@ -12,7 +12,10 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnscan as rs
-from rnnscan.parallel import AUTO_MIN_TIME, LinearRecurrence, linear_cell, resolve_method
+from rnnscan.cell import LinearRecurrence
+from rnnscan.cells.linear_recurrent import linear_cell
+from rnnscan.tuning import TABLE
+from rnnscan.unroll import make_plan
 
 B, T, F, H = 4, 9, 3, 5
 LENGTHS = np.array([T, 0, 4, 1], np.int32)
@@ -234,7 +237,7 @@ def test_method_errors():
         with pytest.raises(ValueError, match="method"):
             rs.unroll(cell, params, xs, method=bad)
     gru = rs.gru(F, H)
-    with pytest.raises(ValueError, match="method='associative'.*cell.linear"):
+    with pytest.raises(ValueError, match="method='associative'.*linear set"):
         rs.unroll(gru, gru.init(jax.random.key(0)), xs, method="associative")
     with pytest.raises(ValueError, match="remat"):
         rs.unroll(cell, params, xs, method="associative", remat=True)
@@ -242,15 +245,22 @@ def test_method_errors():
 
 def test_auto_picks_by_backend_and_length():
     linear, gru = rs.mingru(F, H), rs.gru(F, H)
-    for backend, threshold in AUTO_MIN_TIME.items():
+
+    def strategy(cell, time, backend, method="auto", remat=False):
+        params = jax.eval_shape(cell.init, jax.random.key(0))
+        xs = jax.ShapeDtypeStruct((B, time, F), jnp.float32)
+        return make_plan(cell, params, xs, method=method, remat=remat, backend=backend).strategy
+
+    for backend, tuned in TABLE.items():
+        threshold = tuned.associative_min_time
         if threshold is None:  # the sequential scan was faster at every length measured
-            assert resolve_method("auto", linear, 10**6, backend=backend) == "sequential"
+            assert strategy(linear, 10**6, backend) == "scan"
             continue
-        assert resolve_method("auto", linear, threshold, backend=backend) == "associative"
-        assert resolve_method("auto", linear, threshold - 1, backend=backend) == "sequential"
-        assert resolve_method("auto", linear, threshold, remat=1, backend=backend) == "sequential"
-        assert resolve_method("auto", gru, threshold, backend=backend) == "sequential"
-    assert resolve_method("sequential", linear, 10**6) == "sequential"
+        assert strategy(linear, threshold, backend) == "associative"
+        assert strategy(linear, threshold - 1, backend) == "scan"
+        assert strategy(linear, threshold, backend, remat=1) == "chunked"
+        assert strategy(gru, threshold, backend) == "scan"
+    assert strategy(linear, 10**6, None, method="sequential") == "scan"
 
 
 def test_jit_and_vmap_compose():
@@ -286,7 +296,7 @@ def test_user_linear_cell_with_pytree_state():
     option = OPTIONS["reverse"]
     assert_close(run(cell, params, xs, h0, "associative", option),
                  run(cell, params, xs, h0, "sequential", option), tol=1e-5)
-    with pytest.raises(ValueError, match="cell.linear.coefficients"):
+    with pytest.raises(ValueError, match="cell.step.linear.coefficients"):
         rs.unroll(two_leaf_cell(wrong_shape=True), params, xs, method="associative")
 
 

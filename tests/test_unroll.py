@@ -10,7 +10,8 @@ from jax.experimental import checkify
 from jax.test_util import check_grads
 
 import rnnscan as rs
-from rnnscan.unroll import _scan, batch_groups
+from rnnscan.tuning import batch_groups
+from rnnscan.unroll import execute, make_plan
 from tests import reference as ref
 
 B, T, F = 4, 7, 3
@@ -201,12 +202,12 @@ def test_compiles_once_per_cell_and_shape():
     cell = rs.rnn(F, 4)
     params = cell.init(jax.random.key(0))
     xs = np.ones((B, T, F), np.float32)
-    before = _scan._cache_size()
+    before = execute._cache_size()
     for _ in range(3):
         rs.unroll(cell, params, xs, lengths=LENGTHS)
-    assert _scan._cache_size() == before + 1
+    assert execute._cache_size() == before + 1
     rs.unroll(cell, params, xs[:, :5], lengths=np.minimum(LENGTHS, 5))
-    assert _scan._cache_size() == before + 2
+    assert execute._cache_size() == before + 2
 
 
 def test_jit_vmap_grad_compose():
@@ -314,12 +315,12 @@ def test_checkify_catches_traced_lengths_out_of_range():
 @pytest.mark.parametrize("cell_name", ["lstm_peephole_clip_proj", "rnn_nobias"])
 @pytest.mark.parametrize("remat", [False, True])
 def test_hoisted_kernel_gradient_equals_the_in_loop_one(cell_name, remat):
-    """`Cell.recurrent_kernel` moves `w_hh`'s tangent out of the loop: forward and
+    """`SplitStep.recurrent_kernel` moves `w_hh`'s tangent out of the loop: forward and
     reverse mode must match the same cell without it (lengths, resets, reverse,
     an initial state that resets return to, all states)."""
     cell = CELLS[cell_name][0]()
-    assert cell.recurrent_kernel == "w_hh"
-    plain = cell._replace(recurrent_kernel=None)
+    assert cell.step.recurrent_kernel == "w_hh"
+    plain = cell._replace(step=cell.step._replace(recurrent_kernel=None))
     params = randomize(cell.init(jax.random.key(0)))
     xs = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, F)), jnp.float32)
     h0 = randomize(cell.initial_state(params, (B,)), 1)
@@ -366,12 +367,12 @@ def test_scan_layout_changes_nothing(name, reverse, remat):
     params = randomize(cell.init(jax.random.key(0)))
     xs = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, F)), jnp.float32)
 
+    plan = make_plan(cell, params, xs, lengths=LENGTHS, resets=RESETS, reverse=reverse,
+                     unroll=1, remat=remat, return_all_states=True, method="scan")
+
     def loss(params, xs, segments, groups):
-        ys, final, states = _scan(
-            params, xs, None, jnp.asarray(LENGTHS), jnp.asarray(RESETS), cell=cell,
-            reverse=reverse, time_major=False, unroll=1, remat=remat, return_all_states=True,
-            segments=segments, groups=groups,
-        )
+        ys, final, states = execute(plan._replace(segments=segments, groups=groups), params, xs,
+                                    None, jnp.asarray(LENGTHS), jnp.asarray(RESETS))
         leaves = jax.tree_util.tree_leaves((final, states))
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(a)) for a in leaves)
 
@@ -423,13 +424,15 @@ def test_grouped_lstm_matches_python_loop(monkeypatch):
         functools.partial(ref.lstm_step, to_numpy(params)), xs, h0, lengths=lengths, resets=resets)
     assert_tree_close((ys, h, c), (expected_ys, *expected_final), tol=1e-4)
 
+    plan = make_plan(cell, params, xs, lengths=lengths, resets=resets, unroll=4, method="scan")
+    assert plan.groups == 2
+
     def loss(params, groups):
-        ys, _ = _scan(params, xs, None, jnp.asarray(lengths), jnp.asarray(resets), cell=cell,
-                      reverse=False, time_major=False, unroll=4, remat=False,
-                      return_all_states=False, segments=2, groups=groups)
+        ys, _ = execute(plan._replace(segments=2, groups=groups), params, xs, None,
+                        jnp.asarray(lengths), jnp.asarray(resets))
         return jnp.sum(jnp.sin(ys))
 
-    assert_tree_close(jax.grad(loss)(params, None), to_numpy(jax.grad(loss)(params, 1)), tol=1e-5)
+    assert_tree_close(jax.grad(loss)(params, 2), to_numpy(jax.grad(loss)(params, 1)), tol=1e-5)
 
 
 def test_steps_that_mix_rows_are_never_split(monkeypatch):
@@ -482,5 +485,5 @@ def test_hoisted_kernel_gradient_with_integer_and_nested_params():
             jax.jvp(lambda x: loss(params, x), (xs,), (xs,))[1],
         )
 
-    assert_tree_close(results(cell), to_numpy(results(cell._replace(recurrent_kernel=None))),
+    assert_tree_close(results(cell), to_numpy(results(cell._replace(step=cell.step._replace(recurrent_kernel=None)))),
                       tol=1e-5)

@@ -38,9 +38,9 @@ def unroll(**kwargs):
         ({"cell": "lstm"}, TypeError, "cell must be an rnnscan.Cell or a function"),
         ({"unroll": 0}, ValueError, "unroll must be a positive int"),
         ({"remat": "everything"}, ValueError, "remat must be"),
-        ({"cell": CELL._replace(recurrent_kernel="b")}, ValueError,
+        ({"cell": CELL._replace(step=CELL.step._replace(recurrent_kernel="b"))}, ValueError,
          r"recurrent_kernel='b' must name a matrix of shape \(state, projected inputs\) = \(4, 16\); params\['b'\] has shape \(16,\)"),
-        ({"cell": CELL._replace(recurrent_kernel="w_rec")}, ValueError,
+        ({"cell": CELL._replace(step=CELL.step._replace(recurrent_kernel="w_rec"))}, ValueError,
          r"recurrent_kernel='w_rec' needs .* a params dict holding 'w_rec'"),
     ],
 )

@@ -17,7 +17,7 @@ import numpy as np
 import rnnscan as rs
 from rnnscan.bench.configs import Config
 from rnnscan.bench.peers import on_gpu, plain_apply, plain_init
-from rnnscan.unroll import default_unroll
+from rnnscan import tuning
 
 # An odd length: the scan's unroll factor need not divide time.
 SHAPE = (8, 37, 24, 64)
@@ -79,7 +79,7 @@ def against_torch(config: Config, tol: float, log) -> bool:
 
 def check(log: Callable[[str], None] = print, with_torch: bool = True) -> bool:
     """Runs every comparison; True when all pass."""
-    log(f"device: {jax.devices()[0].device_kind}; rnnscan default unroll {default_unroll()}")
+    log(f"device: {jax.devices()[0].device_kind}; rnnscan default unroll {tuning.for_backend().unroll}")
     ok = True
     for cell in ("lstm", "gru"):
         config = Config("check", cell, *SHAPE)

@@ -191,9 +191,9 @@ def _set_torch_threads(threads: int) -> Optional[int]:
 
 
 def _rnnscan_unroll() -> int:
-    from rnnscan.unroll import default_unroll
+    from rnnscan import tuning
 
-    return default_unroll()
+    return tuning.for_backend().unroll
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import jax
 import jax.numpy as jnp
 
-from rnnscan.cell import check_positive_int
+from rnnscan.validation import check_positive_int
 
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,
@@ -77,11 +77,6 @@ class Precision:
         return jnp.zeros(shape, self.param_dtype)
 
 
-def is_symbolic_zero(tangent) -> bool:
-    """Whether a custom JVP rule's tangent (with `symbolic_zeros=True`) is a known zero."""
-    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
-
-
 def split_keys(key: jax.Array, n: int):
     if not isinstance(key, jax.Array):
         raise TypeError(f"key must be a jax.random key; got {type(key).__name__}")
@@ -94,6 +89,3 @@ def default_kernel_init():
 
 def default_recurrent_init():
     return jax.nn.initializers.orthogonal()
-
-
-Initializer = Optional[Callable]

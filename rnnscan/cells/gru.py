@@ -6,18 +6,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnscan.cell import Cell, check_features
+from rnnscan import tree
+from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
-    is_symbolic_zero,
     resolve_activation,
     split_keys,
 )
+from rnnscan.validation import check_features
 
 
+@same_for_same_arguments
 def gru(
     input_size: int,
     hidden_size: int,
@@ -107,10 +109,7 @@ def gru(
         h = n + z * (h - n)
         return h, h
 
-    def step(params, h, x):
-        return recurrent_step(params, h, project_inputs(params, x))
-
-    return Cell(init, initial_state, step, project_inputs, recurrent_step, rowwise=True)
+    return Cell.split(init, initial_state, project_inputs, recurrent_step, rowwise=True)
 
 
 def _fused_update(prec: Precision):
@@ -144,20 +143,20 @@ def _fused_update(prec: Precision):
         s_n = (1 - z) * (1 - n * n)
         q = jnp.concatenate([s_n * h_n * r * (1 - r), (h - n) * z * (1 - z), s_n], axis=-1)
         dhh = jnp.zeros(h_new.shape[:-1] + (3 * h_new.shape[-1],), h_new.dtype)
-        if not is_symbolic_zero(dh):
+        if not tree.is_symbolic_zero(dh):
             dhh = dhh + prec.matmul_transposed(dh, w_hh.T)
-        if not is_symbolic_zero(dw):
+        if not tree.is_symbolic_zero(dw):
             dhh = dhh + prec.matmul(h, dw)
         dh_r, dh_z, dh_n = jnp.split(dhh, 3, axis=-1)
-        if not is_symbolic_zero(db_hn):
+        if not tree.is_symbolic_zero(db_hn):
             dh_n = dh_n + db_hn
         u = [dh_r, dh_z, r * dh_n]
         for i, dx in enumerate((dx_r, dx_z, dx_n)):
-            if not is_symbolic_zero(dx):
+            if not tree.is_symbolic_zero(dx):
                 u[i] = u[i] + dx
         u_r, u_z, u_n = jnp.split(jnp.concatenate(u, axis=-1) * q, 3, axis=-1)
         dh_new = u_r + u_z + u_n
-        if not is_symbolic_zero(dh):
+        if not tree.is_symbolic_zero(dh):
             dh_new = dh_new + z * dh
         return h_new, dh_new
 

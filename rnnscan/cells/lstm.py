@@ -9,17 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnscan.cell import Cell, check_features
+from rnnscan import tree
+from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
-    is_symbolic_zero,
     resolve_activation,
     split_keys,
 )
 from rnnscan.kernels import lstm as lstm_kernel
+from rnnscan.validation import check_features
 
 
 class LSTMState(NamedTuple):
@@ -30,6 +31,7 @@ class LSTMState(NamedTuple):
     c: jax.Array
 
 
+@same_for_same_arguments
 def lstm(
     input_size: int,
     hidden_size: int,
@@ -145,26 +147,13 @@ def lstm(
     def step(params, state, x):
         return recurrent_step(params, state, project_inputs(params, x))
 
-    def sequence_kernel(params, state, xs, *, reverse, time_major, all_states):
-        weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
-        if not lstm_kernel.supports(xs, state.h, state.c, *weights):
-            return None
-        bias = forget_offset.astype(np.float32)
-        if use_bias:
-            bias = params["b"] + bias
-        hs, c = lstm_kernel.recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h,
-                                       state.c, reverse, not time_major, all_states)
-        last = lambda states: lstm_kernel.last_step(states, reverse, not time_major)
-        if all_states:
-            return LSTMState(last(hs), last(c)), hs, LSTMState(hs, c)
-        return LSTMState(last(hs), c), hs, None
-
     # The kernel runs the plain float32 LSTM only.
     kernel_fits = plain and not proj_size and prec.param_dtype == jnp.float32 and (
         prec.compute_dtype in (None, prec.param_dtype))
-    return Cell(init, initial_state, step, project_inputs, recurrent_step,
-                recurrent_kernel="w_hh", rowwise=True,
-                sequence_kernel=sequence_kernel if kernel_fits else None)
+    return Cell.split(init, initial_state, project_inputs, recurrent_step,
+                      recurrent_kernel="w_hh", rowwise=True, state_dropout=(True, False),
+                      kernel=lstm_kernel.sequence_kernel(forget_bias, use_bias) if kernel_fits
+                      else None)
 
 
 def _fused_update(prec: Precision):
@@ -208,14 +197,14 @@ def _fused_update(prec: Precision):
         # q also holds the factor each gate's change is multiplied by in dc' or dh'.
         k = _gate_scale(z)
         q = (k * k - jnp.square(a - 1 + k)) * jnp.concatenate([j, c, i, tc], axis=-1)
-        dz = jnp.zeros_like(z) if is_symbolic_zero(dxp) else dxp
-        if not is_symbolic_zero(dh):
+        dz = jnp.zeros_like(z) if tree.is_symbolic_zero(dxp) else dxp
+        if not tree.is_symbolic_zero(dh):
             dz = dz + prec.matmul_transposed(dh, w_hh.T)
-        if not is_symbolic_zero(dw):
+        if not tree.is_symbolic_zero(dw):
             dz = dz + prec.matmul(h, dw)
         u_i, u_f, u_j, u_o = jnp.split(dz * q, 4, axis=-1)
         dc_new = u_i + u_f + u_j
-        if not is_symbolic_zero(dc):
+        if not tree.is_symbolic_zero(dc):
             dc_new = dc_new + f * dc
         dh_new = u_o + o * (1 - tc * tc) * dc_new
         return (o * tc, c_new), (dh_new, dc_new)

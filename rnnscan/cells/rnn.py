@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from rnnscan.cell import Cell, check_features
+from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
     check_sizes,
@@ -13,8 +13,10 @@ from rnnscan.cells._common import (
     resolve_activation,
     split_keys,
 )
+from rnnscan.validation import check_features
 
 
+@same_for_same_arguments
 def rnn(
     input_size: int,
     hidden_size: int,
@@ -68,8 +70,5 @@ def rnn(
         h = act(xp + prec.matmul(h, params["w_hh"]))
         return h, h
 
-    def step(params, h, x):
-        return recurrent_step(params, h, project_inputs(params, x))
-
-    return Cell(init, initial_state, step, project_inputs, recurrent_step,
-                recurrent_kernel="w_hh", rowwise=True)
+    return Cell.split(init, initial_state, project_inputs, recurrent_step,
+                      recurrent_kernel="w_hh", rowwise=True)

@@ -24,21 +24,58 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from rnnscan.cells._common import is_symbolic_zero
+from rnnscan.cell import SequenceKernel
 from rnnscan.kernels import native
-from rnnscan.unroll import time_to_front
+from rnnscan.tree import is_symbolic_zero, time_to_front
+from rnnscan.tuning import cpu_cores
 
 LANES = 16  # the kernel's vector width: it steps 16 units of every gate at a time
 
 
-def supports(xs, h0, *arrays) -> bool:
-    """Whether `recurrence` can run on these operands: on a CPU, all in float32,
-    `xs` `(time, batch, I)` (or batch-major) and not empty, `h0` `(batch, H)` with
-    a multiple of 16 units, and with the kernel built."""
-    return (jax.default_backend() == "cpu" and jnp.ndim(xs) == 3 and jnp.size(xs) > 0
-            and jnp.ndim(h0) == 2 and jnp.shape(h0)[-1] % LANES == 0
-            and all(jnp.result_type(a) == jnp.float32 for a in (xs, h0, *arrays))
-            and native.loaded("lstm_cpu"))
+def sequence_kernel(forget_bias: float, use_bias: bool) -> SequenceKernel:
+    """`rs.lstm`'s `SequenceKernel`: `recurrence` on its params and `LSTMState`."""
+
+    def weights(params):
+        return [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
+
+    def unsupported(params, state, xs, *, lengths, resets):
+        if lengths is not None or resets is not None:
+            return "the kernel does not run lengths or resets"
+        return unsupported_operands(xs, state.h, state.c, *weights(params))
+
+    def run(params, state, xs, *, lengths, resets, reset_state, reverse, time_major,
+            all_states):
+        del lengths, resets, reset_state  # `unsupported` refuses them
+        offset = np.zeros(params["w_hh"].shape[-1:], np.float32)
+        offset[offset.size // 4: offset.size // 2] = forget_bias
+        bias = params["b"] + offset if use_bias else jnp.asarray(offset)
+        hs, c = recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h, state.c,
+                           reverse, not time_major, all_states)
+        last = lambda states: last_step(states, reverse, not time_major)
+        lstm_state = type(state)  # rs.LSTMState(h, c)
+        if all_states:
+            return lstm_state(last(hs), last(c)), hs, lstm_state(hs, c)
+        return lstm_state(last(hs), c), hs, None
+
+    return SequenceKernel(run, unsupported, faster=lambda params, state, xs: True)
+
+
+def unsupported_operands(xs, h0, *arrays):
+    """Why `recurrence` cannot run on these operands, or None: it needs a CPU, all
+    in float32, `xs` `(time, batch, I)` (or batch-major) and not empty, `h0`
+    `(batch, H)` with a multiple of 16 units, and the kernel built."""
+    if jax.default_backend() != "cpu":
+        return f"the kernel runs on a CPU; the backend is {jax.default_backend()}"
+    if not hasattr(xs, "shape") or len(xs.shape) != 3 or 0 in xs.shape:
+        return f"the kernel needs xs, one array of rank 3, not empty; got {xs}"
+    if len(h0.shape) != 2 or h0.shape[-1] % LANES:
+        return f"the kernel needs a multiple of {LANES} units; got state shape {h0.shape}"
+    dtypes = {str(a.dtype) for a in (xs, h0, *arrays)}
+    if dtypes != {"float32"}:
+        return f"the kernel runs float32 alone; got {sorted(dtypes)}"
+    if not native.loaded("lstm_cpu"):
+        return "the kernel is not built or is disabled (RNNSCAN_NATIVE=0)"
+    return None
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
@@ -176,7 +213,7 @@ def _primitive(name, in_jax, shapes, run=None):
     run = run or in_jax
     primitive.def_impl(run)
     primitive.def_abstract_eval(shapes)
-    # The kernels exist for the CPU alone (`supports` picks them only there).
+    # The kernels exist for the CPU alone (`unsupported_operands` allows no other).
     platform = "cpu" if run is not in_jax else None
     mlir.register_lowering(primitive, mlir.lower_fun(run, multiple_results=True), platform=platform)
 
@@ -293,4 +330,4 @@ def _threads(time: int, batch: int, hidden: int) -> int:
     one per core, but at least 4 rows and 4M multiply-adds apiece (handing a
     block to another thread costs microseconds)."""
     macs = time * batch * 4 * hidden * hidden
-    return max(1, min(native.cpu_cores(), batch // 4, macs // 4_000_000))
+    return max(1, min(cpu_cores(), batch // 4, macs // 4_000_000))

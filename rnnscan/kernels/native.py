@@ -40,13 +40,6 @@ def enabled() -> bool:
     return os.environ.get("RNNSCAN_NATIVE", "1") != "0"
 
 
-def cpu_cores() -> int:
-    """The CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def loaded(name: str) -> bool:
     """Whether kernel `name`'s FFI targets are registered for the CPU (building
     and registering them on the first call); False when disabled or unbuildable."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnscan.cell import Cell, check_positive_int
+from rnnscan.cell import Cell
+from rnnscan.validation import check_positive_int
 from rnnscan.layers import Layer, layer
 
 

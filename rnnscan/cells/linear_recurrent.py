@@ -2,8 +2,8 @@
 (Feng et al. 2024, "Were RNNs All We Needed?") and the LRU (Orvieto et al. 2023,
 "Resurrecting Recurrent Neural Networks for Long Sequences").
 
-Each is an ordinary `Cell` whose `linear` field holds its
-`rnnscan.parallel.LinearRecurrence`, so `unroll` can run it either way.
+Each is an ordinary `Cell` whose step's `linear` trait holds its
+`rnnscan.cell.LinearRecurrence`, so `unroll` can run it either way.
 """
 
 from __future__ import annotations
@@ -13,9 +13,32 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnscan.cell import check_features
+from rnnscan.associative import to_linear
+from rnnscan.cell import Cell, LinearRecurrence, same_for_same_arguments
 from rnnscan.cells._common import Precision, check_sizes, default_kernel_init, split_keys
-from rnnscan.parallel import LinearRecurrence, linear_cell
+from rnnscan.validation import check_features
+
+
+def linear_cell(init, initial_state, recurrence: LinearRecurrence) -> Cell:
+    """The `Cell` of `recurrence`: a `SplitStep` with `linear=recurrence`.
+
+    `step(p, h, x)` computes `a * h + b` and the readout for one step, so the cell
+    also runs through the sequential scan and anywhere else a `Cell` goes.
+    """
+    linear = to_linear(recurrence.log_space)
+
+    def project_inputs(params, x):
+        # Exponentiated here, time-parallel, to keep it off the sequential path.
+        a, b = recurrence.coefficients(params, x)
+        return jax.tree_util.tree_map(linear, a), jax.tree_util.tree_map(linear, b), x
+
+    def recurrent_step(params, h, xp):
+        a, b, x = xp
+        h = jax.tree_util.tree_map(lambda h, a, b: a * h + b, h, a, b)
+        return h, (h if recurrence.readout is None else recurrence.readout(params, h, x))
+
+    return Cell.split(init, initial_state, project_inputs, recurrent_step, linear=recurrence,
+                      rowwise=True)
 
 
 def _log_g(x):
@@ -54,6 +77,7 @@ def _min_rnn(input_size, hidden_size, gates, log_coefficients, *, use_bias, para
     return linear_cell(init, initial_state, LinearRecurrence(coefficients, log_space=True))
 
 
+@same_for_same_arguments
 def mingru(
     input_size: int,
     hidden_size: int,
@@ -62,7 +86,7 @@ def mingru(
     param_dtype=jnp.float32,
     compute_dtype=None,
     kernel_init=None,
-):
+) -> Cell:
     """A minGRU cell (Feng et al. 2024), in the paper's log-space form.
 
         z = σ(x @ w_z + b_z),  h̃ = g(x @ w_h + b_h)
@@ -79,7 +103,7 @@ def mingru(
       param_dtype, compute_dtype, kernel_init: as in `rnnscan.lstm`.
 
     Returns:
-      A `Cell` with `linear` set and params `{"w_ih": (input_size, 2H), "b": (2H,)}`,
+      A `Cell` whose step has `linear` set and params `{"w_ih": (input_size, 2H), "b": (2H,)}`,
       columns `[z, h̃]`.
     """
 
@@ -91,6 +115,7 @@ def mingru(
                     kernel_init=kernel_init)
 
 
+@same_for_same_arguments
 def minlstm(
     input_size: int,
     hidden_size: int,
@@ -99,7 +124,7 @@ def minlstm(
     param_dtype=jnp.float32,
     compute_dtype=None,
     kernel_init=None,
-):
+) -> Cell:
     """A minLSTM cell (Feng et al. 2024), length-independent, in log space.
 
         f = σ(x @ w_f + b_f),  i = σ(x @ w_i + b_i),  h̃ = g(x @ w_h + b_h)
@@ -114,7 +139,7 @@ def minlstm(
       use_bias, param_dtype, compute_dtype, kernel_init: as in `mingru`.
 
     Returns:
-      A `Cell` with `linear` set and params `{"w_ih": (input_size, 3H), "b": (3H,)}`,
+      A `Cell` whose step has `linear` set and params `{"w_ih": (input_size, 3H), "b": (3H,)}`,
       columns `[f, i, h̃]`.
     """
 
@@ -127,6 +152,7 @@ def minlstm(
                     kernel_init=kernel_init)
 
 
+@same_for_same_arguments
 def lru(
     input_size: int,
     hidden_size: int,
@@ -138,7 +164,7 @@ def lru(
     compute_dtype=None,
     kernel_init=None,
     output_init=None,
-):
+) -> Cell:
     """A linear recurrent unit (Orvieto et al. 2023): a complex diagonal recurrence.
 
         λ = exp(-exp(ν_log) + i exp(θ_log)),   γ = exp(γ_log)
@@ -164,7 +190,7 @@ def lru(
         `1 / N`.
 
     Returns:
-      A `Cell` with `linear` set and params `{"nu_log": (N,), "theta_log": (N,),
+      A `Cell` whose step has `linear` set and params `{"nu_log": (N,), "theta_log": (N,),
       "gamma_log": (N,), "B_re", "B_im": (input_size, N), "C_re", "C_im":
       (N, input_size), "D": (input_size,)}`.
     """
