@@ -58,8 +58,12 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
         row `b` is carried through unchanged and its output is zero; the final
         state is the one after its last valid step.
       resets: bool `(batch, time)` (`(time, batch)` with `time_major`): where
-        true, the state is set to `reset_state` before reading that step.
-      reset_state: the state a reset goes back to; default `initial_state`.
+        true, the state is set to `reset_state` before reading that step (an
+        episode boundary: haiku's `ResetCore`).
+      reset_state: the state a reset goes back to, leaves `(batch, size)`;
+        default a fresh state, `cell.initial_state(params, (batch,))` (zeros
+        for a bare step function), whatever `initial_state` is: that one is
+        only the state before step 0 (carried over from the previous rollout).
       reverse: run from the last step to the first. Outputs stay aligned with
         their inputs (`ys[:, t]` comes from `xs[:, t]`), and with `lengths` each
         row starts at its own last valid step: padding never enters the state.
@@ -252,7 +256,8 @@ def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=Non
     batch, time = check_xs("xs", xs, plan.time_major)
     h0 = initial_state_of(cell, params, initial_state, batch)
     if resets is not None and reset_state is None:
-        reset_state = h0
+        reset_state = (jax.tree_util.tree_map(jnp.zeros_like, h0) if cell.initial_state is None
+                       else cell.initial_state(params, (batch,)))
     if plan.strategy == "kernel":
         # In the caller's layout: the kernel reads and writes batch-major arrays too.
         h_final, ys, states = split_step(cell).kernel.run(

@@ -442,3 +442,59 @@ def test_layer_is_static_under_jit():
 
     np.testing.assert_allclose(run(lay, p, xs_()), lay.apply(p, xs_(), lengths=LENGTHS)[0], **TOL)
     assert hash(lay) == hash(lay)
+
+
+# -- resets through layers ---------------------------------------------------------
+
+RESETS = np.zeros((B, T), bool)
+RESETS[0, 2] = RESETS[2, 4] = RESETS[3, 1] = RESETS[1, 3] = True  # row 1 has length 0
+
+
+def loop_lstm_with_resets(p, xs, reverse=False, h0=None, reset_state=None):
+    """`loop_lstm` with `RESETS`: a reset goes to `reset_state` (default zeros)."""
+    p = numpy(p)
+    size = (xs.shape[0], p["w_hh"].shape[0])
+    h0 = tuple(h0) if h0 is not None else (np.zeros(size, np.float32),) * 2
+    ys, (h, c), _ = ref.loop_unroll(functools.partial(ref.lstm_step, p), xs, h0,
+                                    lengths=LENGTHS, resets=RESETS, reverse=reverse,
+                                    reset_state=reset_state)
+    return ys, rs.LSTMState(h, c)
+
+
+def test_layer_stack_and_bidirectional_take_resets():
+    """Resets go back to a fresh (zero) state in every layer, also when the layer
+    starts from a carried-over initial state."""
+    cell = rs.lstm(F, H)
+    xs = xs_()
+    carried = rs.LSTMState(*(np.random.RandomState(3).standard_normal((2, B, H)).astype(np.float32)))
+    p = random_params(cell.init)
+    ys, state = apply(rs.layer(cell), p, xs, lengths=LENGTHS, resets=RESETS,
+                      initial_state=carried)
+    assert_trees_close((ys, state), loop_lstm_with_resets(p, xs, h0=carried))
+
+    st = rs.stack([cell, rs.lstm(H, H)])
+    ps = random_params(st.init)
+    ys, finals = apply(st, ps, xs, lengths=LENGTHS, resets=RESETS)
+    y0, f0 = loop_lstm_with_resets(ps[0], xs)
+    y1, f1 = loop_lstm_with_resets(ps[1], y0)
+    assert_trees_close((ys, finals), (y1, (f0, f1)))
+
+    for bw in (cell, rs.stack([cell])):  # a Cell, and a Layer run on reversed rows
+        bi = rs.bidirectional(cell, bw, merge="pair")
+        pb = random_params(lambda key: (cell.init(key), cell.init(key)))
+        (y_fw, y_bw), (s_fw, s_bw) = apply(bi, (pb[0], pb[1] if bw is cell else (pb[1],)), xs,
+                                           lengths=LENGTHS, resets=RESETS)
+        s_bw = s_bw if bw is cell else s_bw[0]
+        want_fw, want_bw = loop_lstm_with_resets(pb[0], xs), loop_lstm_with_resets(pb[1], xs, reverse=True)
+        assert_trees_close((y_fw, s_fw, y_bw, s_bw), (*want_fw, *want_bw))
+
+
+def test_resets_go_to_a_named_reset_state():
+    cell = rs.lstm(F, H)
+    p = random_params(cell.init)
+    xs = xs_()
+    fresh = rs.LSTMState(*(np.random.RandomState(4).standard_normal((2, B, H)).astype(np.float32)))
+    for reverse in (False, True):
+        got = rs.unroll(cell, p, xs, lengths=LENGTHS, resets=RESETS, reset_state=fresh,
+                        reverse=reverse)
+        assert_trees_close(got, loop_lstm_with_resets(p, xs, reverse=reverse, reset_state=fresh))
