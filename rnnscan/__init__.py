@@ -4,12 +4,13 @@ from rnnscan import interop
 from rnnscan.cell import Cell
 from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, rnn
 from rnnscan.layers import Layer, bidirectional, layer, multi_cell, stack
+from rnnscan.sampling import sample
 from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cell", "LSTMState", "Layer", "bidirectional", "dynamic_rnn", "gru", "interop", "layer",
-    "lru", "lstm", "mingru", "minlstm", "multi_cell", "rnn", "stack", "truncated_unroll",
+    "lru", "lstm", "mingru", "minlstm", "multi_cell", "rnn", "sample", "stack", "truncated_unroll",
     "unroll",
 ]

@@ -24,11 +24,8 @@ import rnnscan as rs
 from rnnscan import tasks, train
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
+from rnnscan.train.run import CELLS
 
-# Cells `(input_size, hidden_size)` whose outputs have `hidden_size` features, so
-# they stack. (`rs.lru` outputs `input_size` features: a block for models with
-# their own encoder and MLPs, not a drop-in here.)
-CELLS = {"lstm": rs.lstm, "gru": rs.gru, "rnn": rs.rnn, "mingru": rs.mingru, "minlstm": rs.minlstm}
 # Settings that may change when a run resumes; any other difference is another run.
 RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out")
 WARMUP_STEPS = 100
@@ -115,11 +112,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--task {task.name}: {error}") from None
     check_resumable(out, config)
 
-    # The model: inputs -> `layers` stacked cells -> a dense readout at every step.
-    make_cell = CELLS[config["cell"]]
-    sizes = [task.input_size] + [config["hidden"]] * config["layers"]
-    core = rs.stack([make_cell(n_in, n_out) for n_in, n_out in zip(sizes, sizes[1:])])
-    model = train.sequence_model(core, task.input_size, task.output_size)
+    # The model over sequences, and one step at a time (`cell`) for the sample.
+    model, cell = train.build_model(task, config)
     optimizer = optax.adam(optax.warmup_constant_schedule(0.0, config["lr"], WARMUP_STEPS))
 
     # A fresh state, replaced by the latest checkpoint if the run has one.
@@ -165,7 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"loss {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step "
               f"{last['step']} (chance {task.chance:.4f}); wrote {out}/metrics.jsonl, run.json, loss.png")
     if task.name == "charlm":
-        text = tasks.charlm.sample(model, state.params, SAMPLE_PROMPT, SAMPLE_LENGTH, jax.random.PRNGKey(seed))
+        text = tasks.charlm.sample(cell, state.params, SAMPLE_PROMPT, SAMPLE_LENGTH, jax.random.PRNGKey(seed))
         print(f"--- sample ---\n{text}")
     return 0
 
