@@ -229,13 +229,15 @@ def run_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--run {args.run_dir}: {error}") from None
     if run.task.name != "charlm":
         raise UsageError(f"--run {args.run_dir}: a {run.task.name} run; rnnscan sample needs a charlm run")
-    vocab = tasks.charlm.vocab()
     if not args.prompt:
         raise UsageError("--prompt: must hold at least one character")
-    if set(args.prompt) - set(vocab):
-        raise UsageError(f"--prompt: characters not in the charlm vocabulary: {sorted(set(args.prompt) - set(vocab))}")
-    if args.top_k is not None and args.top_k > len(vocab):
-        raise UsageError(f"--top-k: must be at most the vocabulary size, {len(vocab)}; got {args.top_k}")
+    try:
+        tasks.charlm.encode(args.prompt)
+    except ValueError as error:
+        raise UsageError(f"--prompt: {error}") from None
+    vocab_size = len(tasks.charlm.vocab())
+    if args.top_k is not None and args.top_k > vocab_size:
+        raise UsageError(f"--top-k: must be at most the vocabulary size, {vocab_size}; got {args.top_k}")
     print(tasks.charlm.sample(run.cell, run.params, args.prompt, args.length, jax.random.PRNGKey(args.seed),
                               temperature=args.temperature, top_k=args.top_k))
     return 0

@@ -67,6 +67,10 @@ def sample(
     if not callable(embed):
         raise TypeError(f"embed must be a function from token ids to the cell's inputs; got {embed!r}")
     check_positive_int("length", length)
+    dtype, ndim = getattr(key, "dtype", None), getattr(key, "ndim", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and ndim == 0
+    if not (typed or (dtype == np.uint32 and ndim == 1)):
+        raise TypeError(f"key must be one jax.random key (jax.random.key or PRNGKey); got {key!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)):
         raise TypeError(f"temperature must be a number >= 0; got {temperature!r}")
     if not (math.isfinite(temperature) and temperature >= 0):

@@ -134,11 +134,13 @@ def test_one_compiled_program_for_every_temperature_key_and_prompt(params):
     (dict(prompt=PROMPT[:, :0]), ValueError, "got int32[3, 0]"),
     (dict(prompt=PROMPT.astype(np.float32)), ValueError, "got float32[3, 5]"),
     (dict(embed=None), TypeError, "embed must be a function"),
+    (dict(key=7), TypeError, "key must be one jax.random key"),
+    (dict(key=jax.random.split(KEY)), TypeError, "key must be one jax.random key"),
 ])
 def test_bad_input_names_the_argument(params, change, error, message):
-    args = dict(prompt=PROMPT, length=N, embed=embed, temperature=1.0) | change
+    args = dict(prompt=PROMPT, length=N, key=KEY, embed=embed, temperature=1.0) | change
     with pytest.raises(error) as caught:
-        rs.sample(CELL, params, args.pop("prompt"), args.pop("length"), KEY, **args)
+        rs.sample(CELL, params, args.pop("prompt"), args.pop("length"), args.pop("key"), **args)
     assert message in str(caught.value)
 
 

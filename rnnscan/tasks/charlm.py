@@ -112,7 +112,6 @@ def sample(cell, params, prompt: str, length: int, key: jax.Array, temperature: 
       key: the PRNG key of the draws.
       temperature, top_k: as in `rnnscan.sample` (temperature 0 is greedy).
     """
-    check_size("length", length, 1)
     if not prompt:
         raise ValueError("prompt must hold at least one character")
     tokens, _ = sampling.sample(cell, params, encode(prompt)[None], length, key, embed=one_hot,

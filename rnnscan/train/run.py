@@ -91,7 +91,8 @@ def load_run(directory: os.PathLike, step: Optional[int] = None) -> Run:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"directory {str(directory)!r} is not a run directory: no such directory")
+        why = "a file" if directory.exists() else "no such directory"
+        raise ValueError(f"directory {str(directory)!r} is not a run directory: {why}")
     from rnnscan import tasks  # rnnscan.tasks imports rnnscan.train: not at the top
 
     config = _read_config(directory)
