@@ -4,6 +4,7 @@ from rnnscan import interop
 from rnnscan.cell import Cell, LinearRecurrence, SplitStep
 from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, multi_cell, rnn
 from rnnscan.layers import Layer, bidirectional, layer, stack
+from rnnscan.sampling import sample
 from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
 
 __version__ = "0.1.0"
@@ -11,5 +12,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Cell", "LSTMState", "Layer", "LinearRecurrence", "SplitStep", "bidirectional",
     "dynamic_rnn", "gru", "interop", "layer", "lru", "lstm", "mingru", "minlstm", "multi_cell",
-    "rnn", "stack", "truncated_unroll", "unroll",
+    "rnn", "sample", "stack", "truncated_unroll", "unroll",
 ]

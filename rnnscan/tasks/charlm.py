@@ -17,12 +17,13 @@ import functools
 import gzip
 import math
 from importlib import resources
+from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnscan import sampling
 from rnnscan.tasks.base import Batch, Task, check_size, rng
 
 EVAL_FRACTION = 0.05
@@ -60,6 +61,11 @@ def decode(ids) -> str:
     return "".join(vocab()[i] for i in np.asarray(ids))
 
 
+def one_hot(ids: jax.Array) -> jax.Array:
+    """Character ids `(*s)` as the model's inputs, float32 one-hots `(*s, len(vocab()))`."""
+    return jax.nn.one_hot(ids, len(vocab()))
+
+
 def batch(seed: int, step: int, batch_size: int, seq_len: int, split: str = "train") -> Batch:
     check_size("seq_len", seq_len, 1)
     r = rng(seed, step, split)
@@ -86,41 +92,28 @@ def task() -> Task:
         output_size=size,
         chance=math.log(size),
         batch=batch,
-        encode=lambda inputs: jax.nn.one_hot(inputs, size),
+        encode=one_hot,
         token_loss=optax.softmax_cross_entropy_with_integer_labels,
         defaults=dict(hidden=256, seq_len=64, batch_size=32, steps=1000, lr=3e-3),
     )
 
 
-def sample(model, params, prompt: str, length: int, key: jax.Array, temperature: float = 0.8) -> str:
-    """`prompt` followed by `length` characters drawn from `model`, one at a time.
+def sample(cell, params, prompt: str, length: int, key: jax.Array, temperature: float = 0.8,
+           top_k: Optional[int] = None) -> str:
+    """`prompt` followed by `length` characters drawn from a model, one at a time.
 
     Args:
-      model: a trained `Layer` whose outputs are logits over `vocab()`, such as
-        `rnnscan.train.sequence_model(core, len(vocab()), len(vocab()))`.
+      cell: a trained model one step at a time, a `Cell` whose outputs are
+        logits over `vocab()` (`rnnscan.train.load_run(...).cell`, or
+        `rnnscan.train.step_model(core, len(vocab()), len(vocab()))`).
       params: its params.
-      prompt: the text to start from (at least one character).
+      prompt: the text to start from (at least one character of `vocab()`).
       length: characters to generate.
       key: the PRNG key of the draws.
-      temperature: divides the logits: below 1 is more conservative.
+      temperature, top_k: as in `rnnscan.sample` (temperature 0 is greedy).
     """
-    check_size("length", length, 1)
     if not prompt:
         raise ValueError("prompt must hold at least one character")
-    tokens = _sample(model, params, jnp.asarray(encode(prompt)), key, length, temperature)
-    return prompt + decode(tokens)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "length"))
-def _sample(model, params, prompt, key, length, temperature):
-    size = len(vocab())
-    ys, state = model.apply(params, jax.nn.one_hot(prompt, size)[None])
-
-    def draw(carry, key):
-        logits, state = carry
-        token = jax.random.categorical(key, logits / temperature)
-        ys, state = model.apply(params, jax.nn.one_hot(token, size)[:, None], initial_state=state)
-        return (ys[:, 0], state), token[0]
-
-    _, tokens = jax.lax.scan(draw, (ys[:, -1], state), jax.random.split(key, length))
-    return tokens
+    tokens, _ = sampling.sample(cell, params, encode(prompt)[None], length, key, embed=one_hot,
+                                temperature=temperature, top_k=top_k)
+    return prompt + decode(tokens[0])

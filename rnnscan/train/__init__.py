@@ -27,7 +27,8 @@ The pieces, in the order a training script uses them::
 from rnnscan.train.checkpoint import Checkpoints
 from rnnscan.train.loop import NonFiniteLossError, fit
 from rnnscan.train.metrics import MetricsLog, plot_losses
-from rnnscan.train.model import sequence_model
+from rnnscan.train.model import sequence_model, step_model
+from rnnscan.train.run import Run, build_model, load_run
 from rnnscan.train.sharding import DataParallel, data_parallel
 from rnnscan.train.state import TrainState, init_state
 from rnnscan.train.step import make_eval_step, make_train_step, masked_mean
@@ -37,13 +38,17 @@ __all__ = [
     "DataParallel",
     "MetricsLog",
     "NonFiniteLossError",
+    "Run",
     "TrainState",
+    "build_model",
     "data_parallel",
     "fit",
     "init_state",
+    "load_run",
     "make_eval_step",
     "make_train_step",
     "masked_mean",
     "plot_losses",
     "sequence_model",
+    "step_model",
 ]

@@ -1,0 +1,165 @@
+"""The model of an `rnnscan train` run (`build_model`), and a trained run opened
+for use (`load_run`): its model, its trained params and its configuration.
+
+A run directory (`rnnscan train --out DIR`) holds `run.json` (`"config"`: the
+task, cell, sizes, ...) and orbax checkpoints of the whole `TrainState` in
+`checkpoints/<step>/`. `load_run` reads only the params from a checkpoint, by
+their paths in the saved tree, so the optimizer need not be known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+import rnnscan as rs
+from rnnscan.cell import Cell
+from rnnscan.layers import Layer
+from rnnscan.train.model import sequence_model, step_model
+
+if TYPE_CHECKING:
+    from rnnscan.tasks import Task
+
+# Cells `(input_size, hidden_size)` whose outputs have `hidden_size` features, so
+# they stack. (`rs.lru` outputs `input_size` features: a block for models with
+# their own encoder and MLPs, not a drop-in here.)
+CELLS = {"lstm": rs.lstm, "gru": rs.gru, "rnn": rs.rnn, "mingru": rs.mingru, "minlstm": rs.minlstm}
+MODEL_KEYS = ("task", "cell", "hidden", "layers")
+
+
+def build_model(task: Task, config: Mapping) -> tuple[Layer, Cell]:
+    """The model of a run of `task` with `config["cell"]`, `["hidden"]`, `["layers"]`.
+
+    Inputs (`task.input_size` features) go through `layers` stacked cells of
+    `hidden` units and a dense readout to `task.output_size` at every step.
+
+    Returns:
+      `(model, cell)`: the model over a sequence, `rnnscan.train.sequence_model`
+      of an `rnnscan.stack`, which `rnnscan train` trains; and the same model one
+      step at a time, `rnnscan.train.step_model` of the `rnnscan.multi_cell` of
+      the same cells, for decoding (`rnnscan.sample`). Both take the same params
+      and state.
+    """
+    if config["cell"] not in CELLS:
+        raise ValueError(f"config['cell'] must be one of {sorted(CELLS)}; got {config['cell']!r}")
+    sizes = [task.input_size] + [config["hidden"]] * config["layers"]
+    cells = [CELLS[config["cell"]](n_in, n_out) for n_in, n_out in zip(sizes, sizes[1:])]
+    return (sequence_model(rs.stack(cells), task.input_size, task.output_size),
+            step_model(rs.multi_cell(cells), task.input_size, task.output_size))
+
+
+class Run(NamedTuple):
+    """A trained run, from `load_run`.
+
+    Attributes:
+      model: the `Layer` that was trained, `apply(params, xs (batch, time,
+        task.input_size)) -> (ys (batch, time, task.output_size), state)`.
+      cell: the same model one step at a time (a `Cell`: `step(params, state,
+        x (batch, task.input_size)) -> (state, y (batch, task.output_size))`),
+        with the same params and state: for `rnnscan.sample`.
+      params: the trained params, arrays on the default device.
+      step: the training step of the checkpoint they come from.
+      task: the run's `rnnscan.tasks.Task` (`task.encode` makes the model's
+        inputs from token ids).
+      config: `run.json`'s `"config"`, the settings of `rnnscan train`.
+    """
+
+    model: Layer
+    cell: Cell
+    params: Any
+    step: int
+    task: Task
+    config: dict
+
+
+def load_run(directory: os.PathLike, step: Optional[int] = None) -> Run:
+    """Opens the run in `directory` (`rnnscan train --out`) and its trained params.
+
+    Args:
+      directory: the run directory, holding `run.json` and `checkpoints/`.
+      step: the checkpoint to load; default the latest.
+
+    Raises a `ValueError` naming what is missing or wrong: no such directory,
+    no or unreadable `run.json`, no checkpoint (or not `step`), a checkpoint
+    that does not hold this model's params.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        why = "a file" if directory.exists() else "no such directory"
+        raise ValueError(f"directory {str(directory)!r} is not a run directory: {why}")
+    from rnnscan import tasks  # rnnscan.tasks imports rnnscan.train: not at the top
+
+    config = _read_config(directory)
+    task = tasks.get(config["task"])
+    model, cell = build_model(task, config)
+    like = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    step, params = _restore_params(directory / "checkpoints", step, like)
+    return Run(model, cell, params, step, task, config)
+
+
+def _read_config(directory: Path) -> dict:
+    """`directory/run.json`'s `"config"`, checked to hold what `build_model` reads."""
+    path = directory / "run.json"
+    try:
+        config = json.loads(path.read_text())["config"]
+    except FileNotFoundError:
+        raise ValueError(f"directory {str(directory)!r} is not a run directory: it has no run.json") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:  # unreadable, bad JSON, no "config"
+        raise ValueError(f"{path} is not a run.json of rnnscan train ({type(error).__name__}: {error})") from None
+    if not isinstance(config, dict) or not all(key in config for key in MODEL_KEYS):
+        raise ValueError(f"{path} must give the run's {', '.join(MODEL_KEYS)} in its config; got {config!r}")
+    bad = [f"{key}={config[key]!r}" for key in ("hidden", "layers")
+           if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1]
+    if bad or not isinstance(config["task"], str):
+        raise ValueError(f"{path} must give a task name and positive ints hidden and layers; got "
+                         f"{', '.join(bad) or 'task=' + repr(config['task'])}")
+    return config
+
+
+def _restore_params(checkpoints: Path, step: Optional[int], like) -> tuple[int, Any]:
+    """`(step, params)` from `checkpoints/<step>/`, read into the structure of `like`."""
+    steps = ocp.utils.checkpoint_steps(checkpoints)  # finalized ones only
+    if not steps:
+        raise ValueError(f"{checkpoints} holds no checkpoint")
+    if step is None:
+        step = max(steps)
+    elif step not in steps:
+        raise ValueError(f"step must be one of the checkpoints {sorted(steps)}; got {step!r}")
+    # `Checkpoints` saves the TrainState as the CheckpointManager's one item,
+    # "default"; only its `params` subtree is read (`partial_restore`).
+    path = checkpoints / str(step) / "default"
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        saved = handler.metadata(path).tree.get("params")
+        # Checked before reading: a failed read leaves orbax's reads pending.
+        saved, expected = _shapes(saved), _shapes(like)
+        if saved != expected:
+            differ = [f"{k}: {saved.get(k, 'none')} there, {expected.get(k, 'none')} in the model of run.json"
+                      for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k)]
+            raise ValueError(f"its params differ ({'; '.join(differ)})")
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = {"params": jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), like)}
+        restored = handler.restore(path, args=ocp.args.PyTreeRestore(
+            item=target, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+    except Exception as error:  # orbax and tensorstore raise many types
+        raise ValueError(f"checkpoint {step} in {checkpoints} does not restore: {error}") from None
+    finally:
+        handler.close()
+    return step, restored["params"]
+
+
+def _shapes(tree) -> dict:
+    """`{"core/0/w_ih": "float32[77, 64]", ...}`: leaves by path (tuples and lists alike)."""
+    name = lambda k: str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+    return {
+        "/".join(name(k) for k in path): f"{np.dtype(leaf.dtype).name}{list(leaf.shape)}"
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
