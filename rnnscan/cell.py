@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
@@ -206,16 +207,38 @@ def same_for_same_arguments(constructor):
     """Decorates a constructor of cells or layers so that equal arguments give the
     same (equal, same-hash) object: `jax.jit` caches keyed on it then hit, also
     for a cell built anew inside every call of a function (flax's `nn.compact`).
-    Calls with an unhashable argument build a new object each time."""
-    cached = functools.lru_cache(maxsize=1024)(constructor)
+
+    Arguments are compared after defaults are filled in (`rs.lstm(4, 8)` is
+    `rs.lstm(4, 8, forget_bias=1.0)`) and with their types (`3` and `3.0`
+    differ, and the second may be refused). Calls with an unhashable argument
+    build a new object each time.
+    """
+    signature = inspect.signature(constructor)
+    cache: dict = {}
 
     @functools.wraps(constructor)
     def build(*args, **kwargs):
         try:
-            return cached(*args, **kwargs)
-        except TypeError as error:
-            if "unhashable" not in str(error):
-                raise
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return constructor(*args, **kwargs)  # let the call raise its own error
+        bound.apply_defaults()
+        items = []
+        for name, value in bound.arguments.items():
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                items += [(f"**{k}", type(v), v) for k, v in sorted(value.items())]
+            else:
+                items.append((name, type(value), value))
+        key = tuple(items)
+        try:
+            hash(key)
+        except TypeError:
             return constructor(*args, **kwargs)
+        if key not in cache:
+            if len(cache) >= 1024:
+                cache.pop(next(iter(cache)))
+            cache[key] = constructor(*args, **kwargs)
+        return cache[key]
 
     return build

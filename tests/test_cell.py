@@ -115,3 +115,26 @@ def test_jit_of_a_library_step():
     got = jax.jit(cell.step)(params, h, xs[:, 0])
     want = ref.lstm_step(to_numpy(params), (np.zeros((B, H)),) * 2, xs[:, 0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+
+
+def test_defaults_and_types_count_in_equality():
+    assert rs.lstm(F, H) is rs.lstm(F, H, forget_bias=1.0) is rs.lstm(input_size=F, hidden_size=H)
+    with pytest.raises(TypeError, match="input_size"):
+        rs.gru(3.0, 4)  # not the cached rs.gru(3, 4)
+    rs.gru(3, 4)
+    with pytest.raises(TypeError, match="input_size"):
+        rs.gru(3.0, 4)
+
+
+def test_a_bare_cell_drops_every_state_leaf():
+    """Without a declaration (`SplitStep.state_dropout`) state dropout applies to
+    every leaf of the state."""
+    size, rate = 8, 0.5
+
+    def step(params, state, x):
+        return state, jnp.concatenate(state, -1)
+
+    cell = rs.Cell(lambda key: (), lambda p, shape: (jnp.ones(shape + (size,)),) * 2, step)
+    ys, _ = rs.layer(cell, state_dropout=rate).apply((), jnp.ones((64, 2, 3)), key=jax.random.key(0))
+    for part in (ys[:, 0, :size], ys[:, 0, size:]):  # the first step reads the masked ones
+        np.testing.assert_allclose(np.unique(np.asarray(part)), [0, 2.0])

@@ -184,15 +184,17 @@ def test_stack_dropout_between_layers():
 
 def probe_cell(size):
     """A cell whose output shows the state it read: `y_t = [x_t, h_read, c_read]`,
-    next state `(ones, c + 1)`, so every mask shows up in the outputs."""
+    next state `(ones, c + 1)`, so every mask shows up in the outputs. Like an
+    LSTM, it declares that state dropout applies to `h` and not to `c`."""
 
     def step(params, state, x):
         del params
         y = jnp.concatenate([x, state.h, state.c], -1)
         return rs.LSTMState(jnp.ones_like(state.h), state.c + 1), y
 
-    return rs.Cell(lambda key: (), lambda params, shape: rs.LSTMState(
-        jnp.zeros(tuple(shape) + (size,)), jnp.zeros(tuple(shape) + (size,))), step)
+    return rs.Cell.split(lambda key: (), lambda params, shape: rs.LSTMState(
+        jnp.zeros(tuple(shape) + (size,)), jnp.zeros(tuple(shape) + (size,))),
+        lambda params, x: x, step, state_dropout=(True, False))
 
 
 def test_variational_dropout_one_mask_per_sequence():
