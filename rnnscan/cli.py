@@ -139,7 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         state = train.fit(
             state,
-            train.make_train_step(loss_fn, optimizer, max_grad_norm=MAX_GRAD_NORM),
+            train.make_train_step(loss_fn, optimizer, clip_norm=MAX_GRAD_NORM),
             lambda step: task.batch(seed, step, batch_size, seq_len),
             steps=config["steps"],
             parallel=parallel,

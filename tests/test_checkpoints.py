@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+import signal
 from pathlib import Path
 
 import jax
@@ -183,4 +184,57 @@ def test_a_checkpoint_set_aside_twice_never_overwrites_the_first(tmp_path):
         checkpoints.close()
         checkpoints = train.Checkpoints(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2.damaged", "2.damaged.2"]
+    checkpoints.close()
+
+
+def nan_after_step_6(params, batch, key):
+    return jnp.mean((params["w"] * batch["x"]) ** 2) * jnp.mean(batch["scale"])
+
+
+def nan_batches(step):  # the update after step 6 sees a NaN
+    return {"x": np.ones((4, 3), np.float32), "scale": np.full((4,), np.nan if step == 6 else 1, np.float32)}
+
+
+def test_non_finite_loss_waits_for_the_pending_write_of_the_last_good_checkpoint(tmp_path):
+    optimizer = optax.adam(1e-2)
+    state = train.init_state({"w": jnp.ones(3)}, optimizer, jax.random.PRNGKey(0))
+    checkpoints = train.Checkpoints(tmp_path)
+    with pytest.raises(train.NonFiniteLossError, match="at step 7.*last good checkpoint is step 6"):
+        train.fit(state, train.make_train_step(nan_after_step_6, optimizer), nan_batches, steps=20,
+                  checkpoints=checkpoints, checkpoint_every=1, log_every=100, progress=False)
+    # No wait here: what `fit` names must already be on disk, whole.
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["4", "5", "6"] and (tmp_path / "6" / "commit_success.txt").is_file(), names
+    assert int(checkpoints.restore(state).step) == 6
+    checkpoints.close()
+
+
+def test_params_that_become_inf_stop_fit_before_they_are_saved(tmp_path):
+    loss_fn = lambda params, batch, key: jnp.mean(params["w"] * batch)  # gradient 1: w falls by lr each step
+    optimizer = optax.sgd(1e38)
+    state = train.init_state({"w": jnp.ones(1)}, optimizer, jax.random.PRNGKey(0))
+    checkpoints = train.Checkpoints(tmp_path)
+    with pytest.raises(train.NonFiniteLossError, match="at step 4.*last good checkpoint is step 3"):
+        train.fit(state, train.make_train_step(loss_fn, optimizer, clip_norm=None), lambda s: jnp.ones(1),
+                  steps=10, checkpoints=checkpoints, checkpoint_every=1, log_every=100, progress=False)
+    assert float(checkpoints.restore(state).params["w"][0]) == pytest.approx(-3e38, rel=1e-6)
+    checkpoints.close()
+
+
+def test_ctrl_c_in_fit_saves_the_step_under_way_and_raises_keyboard_interrupt(tmp_path):
+    optimizer = optax.adam(1e-2)
+    state = train.init_state({"w": jnp.ones(3)}, optimizer, jax.random.PRNGKey(0))
+
+    def batches(step):
+        if step == 4:  # while update 5 is under way
+            signal.raise_signal(signal.SIGINT)
+        return nan_batches(0)
+
+    checkpoints = train.Checkpoints(tmp_path)
+    with pytest.raises(KeyboardInterrupt, match="interrupted after step 5"):
+        train.fit(state, train.make_train_step(nan_after_step_6, optimizer), batches, steps=20,
+                  checkpoints=checkpoints, checkpoint_every=100, progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["5"]
+    assert int(checkpoints.restore(state).step) == 5
     checkpoints.close()
