@@ -160,11 +160,15 @@ def test_every_checkpoint_damaged_refuses_to_start_over_unless_asked(tmp_path):
         checkpoints.restore(like)
     assert snapshot(tmp_path) == before
 
-    with pytest.warns(UserWarning, match="STARTING THE RUN OVER FROM STEP 0"):
+    with pytest.warns(UserWarning) as warned:
         assert checkpoints.restore(like, fresh_if_damaged=True) is like
+    assert [str(w.message).split(" in ")[0] for w in warned] == ["checkpoint 2", "checkpoint 1", "no checkpoint"]
+    assert "STARTING THE RUN OVER FROM STEP 0" in str(warned[-1].message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.damaged", "2.damaged"]
     with pytest.raises(CheckpointError, match=r"1\.damaged, set aside before; 2\.damaged, set aside before"):
         checkpoints.restore(like)  # only damaged ones left: still not a silent fresh start
+    with pytest.warns(UserWarning, match="STARTING THE RUN OVER FROM STEP 0"):
+        assert checkpoints.restore(like, fresh_if_damaged=True) is like
 
     saved = saved_states(checkpoints, like, (1,))
     assert_bit_identical(checkpoints.restore(like), saved[1])

@@ -79,9 +79,9 @@ class Checkpoints:
             over, instead of raising `CheckpointError`.
 
         Raises:
-          ValueError: `like` does not match the latest checkpoint's structure,
-            shapes or dtypes (the differing leaves are named; nothing on disk
-            changes).
+          ValueError: `like` does not match the structure, shapes or dtypes of
+            the latest checkpoint whose digest reads (the differing leaves
+            are named; nothing on disk changes).
           CheckpointError: no checkpoint restores and `fresh_if_damaged` is
             false; nothing on disk changes.
         """
@@ -90,10 +90,11 @@ class Checkpoints:
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 saved = self._manager.restore(step, args=ocp.args.Composite(digest=ocp.args.JsonRestore())).digest
-            except Exception as error:  # orbax raises many types
+                specs = {path: (tuple(leaf["shape"]), leaf["dtype"]) for path, leaf in saved.items()}
+            except Exception as error:  # orbax raises many types; a digest of another form too
                 damaged[step] = f"its digest does not read: {_why(error)}"
                 continue
-            _check_matches(saved, like, f"checkpoint {step} in {self.directory}")
+            _check_matches(specs, like, f"checkpoint {step} in {self.directory}")
             try:
                 state = self._restore_verified(step, like, saved)
             except Exception as error:  # orbax and tensorstore raise many types
@@ -113,7 +114,9 @@ class Checkpoints:
                 "run over from step 0; nothing was changed. Pass fresh_if_damaged=True to set them "
                 "aside and start over."
             )
-        self._set_aside(damaged, "STARTING THE RUN OVER FROM STEP 0, as fresh_if_damaged=True asks")
+        self._set_aside(damaged, "no checkpoint restores")
+        warnings.warn(f"no checkpoint in {self.directory} restores: STARTING THE RUN OVER FROM STEP 0, as "
+                      "fresh_if_damaged=True asks", stacklevel=2)
         return like
 
     def wait(self) -> None:
@@ -167,13 +170,15 @@ def digest(state) -> dict:
     }
 
 
-def _check_matches(saved: dict, like, where: str) -> None:
-    """Raises a `ValueError` naming every leaf whose path, shape or dtype differ between `saved` and `like`."""
+def _check_matches(found: dict, like, where: str) -> None:
+    """Raises a `ValueError` naming every leaf whose path, shape or dtype differ between `found` and `like`.
+
+    `found` maps each path of the checkpoint to `(shape, dtype name)`.
+    """
     expected = {
         jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
         for path, leaf in jax.tree_util.tree_leaves_with_path(like)
     }
-    found = {path: (tuple(leaf["shape"]), leaf["dtype"]) for path, leaf in saved.items()}
     differ = [
         f"{path}: {_spec(found.get(path))} in the checkpoint, {_spec(expected.get(path))} in like"
         for path in list(found) + [p for p in expected if p not in found]
