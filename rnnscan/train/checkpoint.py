@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 from rnnscan.train.state import TrainState
 
 DAMAGED = ".damaged"
+SHOWN = 12  # differing leaves named in a mismatch error
 
 
 class CheckpointError(RuntimeError):
@@ -64,7 +65,7 @@ class Checkpoints:
         The state's values are copied to the host before this returns, so it
         may be donated to the next step at once.
         """
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave(digest(state)))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave(_digest(state)))
         self._manager.save(int(state.step), args=args)
 
     def restore(self, like: TrainState, *, fresh_if_damaged: bool = False) -> TrainState:
@@ -133,7 +134,7 @@ class Checkpoints:
         state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
         if int(state.step) != step:
             raise ValueError(f"it holds step {int(state.step)}")
-        changed = [path for path, leaf in digest(state).items() if leaf["sha256"] != saved[path]["sha256"]]
+        changed = [path for path, leaf in _digest(state).items() if leaf["sha256"] != saved[path]["sha256"]]
         if changed:
             raise ValueError(f"the sha256 of {', '.join(changed)} differs from the one saved")
         for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
@@ -158,7 +159,7 @@ class Checkpoints:
             self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
 
-def digest(state) -> dict:
+def _digest(state) -> dict:
     """`{path: {"shape", "dtype", "sha256"}}` of every leaf of `state`, the sha256 of its bytes."""
     return {
         jax.tree_util.keystr(path): {
@@ -185,8 +186,9 @@ def _check_matches(found: dict, like, where: str) -> None:
         if found.get(path) != expected.get(path)
     ]
     if differ:
+        shown = differ[:SHOWN] + ([f"and {len(differ) - SHOWN} more"] if len(differ) > SHOWN else [])
         raise ValueError(
-            f"like does not match {where}: {'; '.join(differ)}. Nothing on disk was changed; restore "
+            f"like does not match {where}: {'; '.join(shown)}. Nothing on disk was changed; restore "
             "into a state of the model and optimizer that were saved."
         )
 
