@@ -8,11 +8,14 @@ exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -24,12 +27,12 @@ import rnnscan as rs
 from rnnscan import tasks, train
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
+from rnnscan.train.checkpoint import CheckpointError
 from rnnscan.train.run import CELLS
 
 # Settings that may change when a run resumes; any other difference is another run.
-RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out")
+RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out", "restart_if_damaged")
 WARMUP_STEPS = 100
-MAX_GRAD_NORM = 1.0
 EVAL_BATCHES = 4
 SAMPLE_PROMPT, SAMPLE_LENGTH = "Elizabeth", 400
 
@@ -73,6 +76,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def clip_norm(text: str) -> float | None:
+    """An argparse type: a positive finite number, or `none` for no clipping."""
+    if text.lower() == "none":
+        return None
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number or 'none', got {text!r}") from None
+
+
 # -- rnnscan train -----------------------------------------------------------------
 
 
@@ -91,10 +104,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=positive_int, default=250, help="steps between evaluations (default: 250)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints (default: 250)")
     parser.add_argument("--out", help="run directory; the same one resumes the run (default: runs/TASK)")
+    parser.add_argument("--clip-norm", type=clip_norm, default=1.0,
+                        help="clip the global gradient norm to this before each update; 'none' turns "
+                             "clipping off (default: %(default)s)")
+    parser.add_argument("--restart-if-damaged", action="store_true",
+                        help="when every checkpoint in --out is damaged, set them aside and train from "
+                             "step 0 (default: refuse)")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Trains a recurrent model on a task; resumes the run in --out if there is one."""
+    """Trains a recurrent model on a task; resumes the run in --out if there is one.
+
+    Ctrl-C saves a checkpoint of the step under way and prints the command that
+    resumes (exit status 130).
+    """
     task = tasks.get(args.task)
     config = {key: value for key, value in vars(args).items() if key not in ("command", "run")}
     for key, value in task.defaults.items():
@@ -110,8 +133,30 @@ def run_train(args: argparse.Namespace) -> int:
         eval_batches = [task.batch(seed, i, batch_size, seq_len, "eval") for i in range(EVAL_BATCHES)]
     except ValueError as error:
         raise UsageError(f"--task {task.name}: {error}") from None
-    check_resumable(out, config)
 
+    with locked(out):
+        check_resumable(out, config)
+        checkpoints = train.Checkpoints(out / "checkpoints")
+        try:
+            return train_run(task, config, parallel, eval_batches, checkpoints)
+        except KeyboardInterrupt:
+            step = checkpoints.latest_step()
+            held = f"checkpoint {step} is saved" if step is not None else "no checkpoint was saved"
+            print(f"rnnscan train: interrupted; {held} in {checkpoints.directory}; resume with: "
+                  f"{resume_command(config)}", file=sys.stderr)
+            return 130
+        except train.NonFiniteLossError as error:
+            print(f"rnnscan train: error: {error}", file=sys.stderr)
+            return 1
+        finally:
+            checkpoints.close()
+
+
+def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval_batches: list,
+              checkpoints: train.Checkpoints) -> int:
+    """`rnnscan train` once its arguments are checked and its --out is locked."""
+    out = Path(config["out"])
+    seed, batch_size, seq_len = config["seed"], config["batch_size"], config["seq_len"]
     # The model over sequences, and one step at a time (`cell`) for the sample.
     model, cell = train.build_model(task, config)
     optimizer = optax.adam(optax.warmup_constant_schedule(0.0, config["lr"], WARMUP_STEPS))
@@ -119,8 +164,14 @@ def run_train(args: argparse.Namespace) -> int:
     # A fresh state, replaced by the latest checkpoint if the run has one.
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     state = train.init_state(model.init(init_key), optimizer, train_key)
-    checkpoints = train.Checkpoints(out / "checkpoints")
-    state = checkpoints.restore(parallel.replicate(state))
+    try:
+        state = checkpoints.restore(parallel.replicate(state), fresh_if_damaged=config["restart_if_damaged"])
+    except CheckpointError as error:
+        print(f"rnnscan train: error: {error} (Here: pass --restart-if-damaged.)", file=sys.stderr)
+        return 1
+    except ValueError as error:  # the model's params changed shape between versions of rnnscan
+        print(f"rnnscan train: error: {error}", file=sys.stderr)
+        return 1
     start = int(state.step)
     write_run_json(out, config, parallel)
     metrics = train.MetricsLog(out / "metrics.jsonl", resume_step=start)
@@ -130,27 +181,21 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"resuming {out} from step {start}")
 
     loss_fn = tasks.loss_fn(task, model)
-    try:
-        state = train.fit(
-            state,
-            train.make_train_step(loss_fn, optimizer, max_grad_norm=MAX_GRAD_NORM),
-            lambda step: task.batch(seed, step, batch_size, seq_len),
-            steps=config["steps"],
-            parallel=parallel,
-            eval_step=train.make_eval_step(loss_fn),
-            eval_batches=eval_batches,
-            eval_every=config["eval_every"],
-            log_every=config["log_every"],
-            checkpoints=checkpoints,
-            checkpoint_every=config["checkpoint_every"],
-            tokens_per_step=batch_size * seq_len,
-            on_log=metrics.write,
-        )
-    except train.NonFiniteLossError as error:
-        print(f"rnnscan train: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        checkpoints.close()
+    state = train.fit(
+        state,
+        train.make_train_step(loss_fn, optimizer, clip_norm=config["clip_norm"]),
+        lambda step: task.batch(seed, step, batch_size, seq_len),
+        steps=config["steps"],
+        parallel=parallel,
+        eval_step=train.make_eval_step(loss_fn),
+        eval_batches=eval_batches,
+        eval_every=config["eval_every"],
+        log_every=config["log_every"],
+        checkpoints=checkpoints,
+        checkpoint_every=config["checkpoint_every"],
+        tokens_per_step=batch_size * seq_len,
+        on_log=metrics.write,
+    )
 
     train.plot_losses(metrics.records, out / "loss.png", chance=task.chance,
                       title=f"{task.name}: {config['layers']}x {config['cell']} {config['hidden']}")
@@ -164,16 +209,39 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_resumable(out: Path, config: dict) -> None:
-    """Raises `UsageError` unless `out` is new or holds a run of this configuration."""
+@contextlib.contextmanager
+def locked(out: Path):
+    """Creates `out` and holds `out/.lock` (`fcntl.flock`) meanwhile: a second run into it is refused."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a run directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".lock", "a")
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create the run directory there ({error.strerror})") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"--out {out} is in use: another rnnscan train holds its lock {out / '.lock'}. "
+                             "Wait for that run to end, or pass another --out.") from None
+        yield
+
+
+def check_resumable(out: Path, config: dict) -> None:
+    """Raises `UsageError` unless `out` is new or holds a run of this configuration."""
     run_json = out / "run.json"
     if not run_json.exists():
         if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
             raise UsageError(f"--out {out} holds checkpoints but no run.json; refusing to touch it")
         return
-    previous = json.loads(run_json.read_text())["config"]
+    try:
+        previous = json.loads(run_json.read_text())["config"]
+        if not isinstance(previous, dict):
+            raise TypeError(f"its config is a {type(previous).__name__}, not an object")
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--out {out}: its run.json does not read ({type(error).__name__}: {error}); "
+                         "refusing to touch the run") from None
     differ = [
         f"--{key.replace('_', '-')} {previous.get(key)} there, {config.get(key)} here"
         for key in sorted(set(previous) | set(config))
@@ -184,6 +252,17 @@ def check_resumable(out: Path, config: dict) -> None:
             f"--out {out} holds a run of another configuration ({'; '.join(differ)}). "
             "Pass the same settings to resume it, or another --out for a new run."
         )
+
+
+def resume_command(config: dict) -> str:
+    """The `rnnscan train` command line, every setting spelled out, that resumes this run."""
+    words = ["rnnscan", "train"]
+    for key, value in config.items():
+        if value is not False:
+            words.append("--" + key.replace("_", "-"))
+        if not isinstance(value, bool):
+            words.append("none" if value is None else str(value))
+    return shlex.join(words)
 
 
 def write_run_json(out: Path, config: dict, parallel: train.DataParallel) -> None:

@@ -1,8 +1,11 @@
 """`rnnscan train`: its files, resuming (also after SIGKILL), and every kind of bad input."""
 
+import fcntl
 import json
 import os
 import random
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,14 +79,23 @@ def latest_checkpoint(out: Path) -> int:
     return max(steps, default=0)
 
 
-def test_sigkill_at_any_moment_then_resume_gives_identical_losses(straight, tmp_path):
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "rnnscan", *INTERRUPTIBLE, "--out", str(out)]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def subprocess_env(jax_cache: Path) -> dict:
+    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {
         "PYTHONPATH": str(REPO),
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),  # compile once, not per restart
+        "JAX_COMPILATION_CACHE_DIR": str(jax_cache),  # compile once, not per process
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
+
+
+def test_sigkill_at_any_moment_then_resume_gives_identical_losses(straight, tmp_path, jax_cache):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "rnnscan", *INTERRUPTIBLE, "--out", str(out)]
+    env = subprocess_env(jax_cache)
     moments, kills = random.Random(0), 0
     for _ in range(3):
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -113,6 +125,8 @@ def test_sigkill_at_any_moment_then_resume_gives_identical_losses(straight, tmp_
     (["--lr", "nan"], "--lr: must be a positive finite number"),
     (["--seed", "-1"], "--seed: must be a non-negative integer"),
     (["--task", "copy", "--seq-len", "2"], "--task copy: seq_len must be at least 3"),
+    (["--clip-norm", "0"], "--clip-norm: must be a positive finite number or 'none', got '0'"),
+    (["--clip-norm", "inf"], "--clip-norm: must be a positive finite number or 'none', got 'inf'"),
 ])
 def test_bad_arguments_exit_with_status_2_and_say_why(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
@@ -143,6 +157,26 @@ def test_an_out_holding_another_configuration_is_refused_untouched(tmp_path, cap
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
+@pytest.mark.parametrize("run_json", ["{not json", "[]", '{"config": [1]}'])
+def test_an_out_whose_run_json_does_not_read_is_refused_untouched(tmp_path, capsys, run_json):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(run_json)
+    with pytest.raises(SystemExit) as exit:
+        main(TINY + ["--out", str(out)])
+    assert exit.value.code == 2
+    assert f"--out {out}: its run.json does not read (" in capsys.readouterr().err
+    assert (out / "run.json").read_text() == run_json
+
+
+def test_an_out_that_cannot_be_created_is_named(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit:
+        main(TINY + ["--out", str(tmp_path / "file" / "run")])
+    assert exit.value.code == 2
+    assert f"--out {tmp_path / 'file' / 'run'}: cannot create the run directory there (Not a directory)" in capsys.readouterr().err
+
+
 def test_nan_loss_stops_with_a_message_and_status_1(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(TINY + ["--lr", "1e38", "--steps", "50", "--checkpoint-every", "1", "--out", str(out)]) == 1
@@ -150,3 +184,125 @@ def test_nan_loss_stops_with_a_message_and_status_1(tmp_path, capsys):
     assert "NaN or inf" in err and "training stopped" in err
     assert latest_checkpoint(out) < 50
     assert all(r["loss"] == r["loss"] for r in records(out))  # every record logged is a number
+
+
+# `rnnscan train` in a subprocess, with `train.{cls}.{method}` wrapped to do `then` after step 8's call.
+AT_STEP_8 = """
+import os, signal, sys
+from rnnscan import cli, train
+original = train.{cls}.{method}
+def wrapped(self, arg):
+    original(self, arg)
+    if (arg["step"] if isinstance(arg, dict) else int(arg.step)) == 8:
+        {then}
+train.{cls}.{method} = wrapped
+sys.exit(cli.main(sys.argv[1:]))
+"""
+KILL = "os.kill(os.getpid(), signal.SIGKILL)"
+
+
+@pytest.mark.parametrize("cls, method, then", [
+    ("Checkpoints", "save", f"self.wait(); {KILL}"),  # checkpoint 8 complete on disk
+    pytest.param("MetricsLog", "write", KILL, marks=pytest.mark.slow),  # record 8 written, checkpoint 8 not started
+])
+def test_sigkill_between_checkpoint_and_record_loses_and_repeats_no_record(straight, tmp_path, jax_cache,
+                                                                          cls, method, then):
+    out = tmp_path / "run"
+    script = AT_STEP_8.format(cls=cls, method=method, then=then)
+    killed = subprocess.run([sys.executable, "-c", script, *INTERRUPTIBLE, "--out", str(out)],
+                            env=subprocess_env(jax_cache), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [r["step"] for r in records(out)][-1] == 8  # the record of step 8 comes before its checkpoint
+    saved = latest_checkpoint(out)
+    assert saved == 8 if cls == "Checkpoints" else saved < 8
+    assert main(INTERRUPTIBLE + ["--out", str(out)]) == 0
+    assert curve(out) == straight
+
+
+def test_ctrl_c_saves_the_step_prints_one_line_to_resume_and_exits_130(straight, tmp_path, jax_cache):
+    out = tmp_path / "run"
+    ready = tmp_path / "at-step-17"
+    script = AT_STEP_8.replace("== 8", "== 17").format(  # waits at step 17's record for the test's SIGINT
+        cls="MetricsLog", method="write", then=f"open({str(ready)!r}, 'w').close(); signal.pause()")
+    process = subprocess.Popen([sys.executable, "-c", script, *INTERRUPTIBLE, "--out", str(out)],
+                               env=subprocess_env(jax_cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    # The SIGINT came after step 17 read the flag, during its record: fit stops after step 18.
+    assert err.startswith(f"rnnscan train: interrupted; checkpoint 18 is saved in {out / 'checkpoints'}; resume with: ")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["12", "16", "18"]
+    assert [r["step"] for r in records(out)] == list(range(1, 19))
+
+    command = shlex.split(err.split("resume with: ", 1)[1])
+    assert command[:2] == ["rnnscan", "train"] and "--restart-if-damaged" not in command
+    assert main(command[1:]) == 0
+    assert curve(out) == straight
+
+
+def no_training(monkeypatch):
+    """`train.fit` that returns its state at once: for what happens around training."""
+    monkeypatch.setattr(train, "fit", lambda state, *args, **kwargs: state)
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_holds_it(monkeypatch, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+                               str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(SystemExit) as exit:
+            main(TINY + ["--steps", "2", "--out", str(out)])
+        assert exit.value.code == 2
+        assert f"--out {out} is in use: another rnnscan train holds its lock {out / '.lock'}" in capsys.readouterr().err
+        assert [p.name for p in out.iterdir()] == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    no_training(monkeypatch)
+    assert main(TINY + ["--steps", "2", "--out", str(out)]) == 0  # the lock goes with its process
+    with open(out / ".lock") as lock:  # and this run let go of it when it ended
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_every_checkpoint_damaged_is_refused_unless_restart_if_damaged(monkeypatch, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = TINY + ["--steps", "6", "--checkpoint-every", "2", "--log-every", "1", "--out", str(out)]
+    assert main(argv) == 0
+    for checkpoint in (out / "checkpoints").iterdir():
+        shutil.rmtree(checkpoint / "state")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Refusing to start the run over from step 0" in err and "pass --restart-if-damaged" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+    no_training(monkeypatch)
+    with pytest.warns(UserWarning) as warned:
+        assert main(argv + ["--restart-if-damaged"]) == 0
+    assert len(warned) == 4 and "STARTING THE RUN OVER FROM STEP 0" in str(warned[-1].message)
+    assert "resuming" not in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2.damaged", "4.damaged", "6.damaged"]
+    assert records(out) == []  # from step 0 again, as asked
+
+
+def test_clip_norm_is_a_flag_with_its_default_in_help(monkeypatch, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "'none' turns clipping off (default: 1.0)" in " ".join(capsys.readouterr().out.split())
+    no_training(monkeypatch)
+    seen = []
+    make_train_step = train.make_train_step
+    monkeypatch.setattr(train, "make_train_step", lambda *a, **kw: seen.append(kw["clip_norm"]) or make_train_step(*a, **kw))
+    assert main(TINY + ["--steps", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main(TINY + ["--steps", "1", "--clip-norm", "none", "--out", str(tmp_path / "b")]) == 0
+    assert main(TINY + ["--steps", "1", "--clip-norm", "0.25", "--out", str(tmp_path / "c")]) == 0
+    assert seen == [1.0, None, 0.25]
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["config"]["clip_norm"] is None

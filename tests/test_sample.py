@@ -160,7 +160,7 @@ def run_dir(tmp_path_factory):
 def saved_params(run_dir, step):
     """The params as orbax reads the checkpoint by its own metadata (lists for tuples)."""
     with ocp.PyTreeCheckpointer() as checkpointer:
-        return checkpointer.restore(run_dir / "checkpoints" / str(step) / "default")["params"]
+        return checkpointer.restore(run_dir / "checkpoints" / str(step) / "state")["params"]
 
 
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")  # saved_params: on the one device

@@ -1,8 +1,10 @@
 """rnnscan.train: masked losses, the train step, fit, checkpoints and data parallelism."""
 
 import functools
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,12 +92,39 @@ def test_train_step_clips_the_global_gradient_norm():
     params = {"w": jnp.array([3.0, 4.0])}
     loss_fn = lambda p, batch, key: jnp.sum(p["w"] * batch)  # gradient = batch
     optimizer = optax.sgd(1.0)
-    step = train.make_train_step(loss_fn, optimizer, max_grad_norm=0.5)
+    step = train.make_train_step(loss_fn, optimizer, clip_norm=0.5)
     state = train.init_state(params, optimizer, jax.random.key(0))  # a typed key is stored raw
     state, metrics = step(state, jnp.array([6.0, 8.0]))
     assert metrics["grad_norm"] == 10.0 and bool(metrics["finite"])
     np.testing.assert_allclose(state.params["w"], [3.0 - 0.3, 4.0 - 0.4], rtol=1e-6)
     assert int(state.step) == 1
+
+
+def test_clipping_is_an_argument_none_turns_it_off_and_bad_values_are_named():
+    assert inspect.signature(train.make_train_step).parameters["clip_norm"].default == 1.0
+    params = {"w": jnp.array([3.0, 4.0])}
+    loss_fn = lambda p, batch, key: jnp.sum(p["w"] * batch)
+    optimizer = optax.sgd(1.0)
+    state = train.init_state(params, optimizer, jax.random.PRNGKey(0))
+    state, _ = train.make_train_step(loss_fn, optimizer, clip_norm=None)(state, jnp.array([6.0, 8.0]))
+    np.testing.assert_array_equal(state.params["w"], [3.0 - 6.0, 4.0 - 8.0])
+    for bad in (0, -1.0, float("inf"), float("nan"), "1", True):
+        with pytest.raises(ValueError, match=f"clip_norm must be a positive finite number or None; got {bad!r}"):
+            train.make_train_step(loss_fn, optimizer, clip_norm=bad)
+
+
+@pytest.mark.parametrize("key, shown", [(0, "got 0"), (jax.random.split(jax.random.PRNGKey(0)), "got an array of uint32[2, 2]")])
+def test_init_state_names_a_key_that_is_not_one_prng_key(key, shown):
+    with pytest.raises(TypeError, match=re.escape(f"init_state: key must be one PRNG key") + ".*" + re.escape(shown)):
+        train.init_state({"w": jnp.ones(2)}, optax.sgd(1.0), key)
+
+
+@pytest.mark.parametrize("steps", [-5, 2.5, None, True])
+def test_fit_names_steps_that_are_not_a_count(steps):
+    optimizer = optax.sgd(1.0)
+    state = train.init_state({"w": jnp.ones(2)}, optimizer, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=re.escape(f"fit: steps must be a non-negative integer, the total number of updates; got {steps!r}")):
+        train.fit(state, lambda s, b: (s, {}), lambda s: None, steps=steps, progress=False)
 
 
 @pytest.mark.parametrize("name, hidden, batch_size, seq_len, steps, below", [

@@ -24,7 +24,7 @@ The pieces, in the order a training script uses them::
                       checkpoint_every=500)
 """
 
-from rnnscan.train.checkpoint import Checkpoints
+from rnnscan.train.checkpoint import CheckpointError, Checkpoints
 from rnnscan.train.loop import NonFiniteLossError, fit
 from rnnscan.train.metrics import MetricsLog, plot_losses
 from rnnscan.train.model import sequence_model, step_model
@@ -34,6 +34,7 @@ from rnnscan.train.state import TrainState, init_state
 from rnnscan.train.step import make_eval_step, make_train_step, masked_mean
 
 __all__ = [
+    "CheckpointError",
     "Checkpoints",
     "DataParallel",
     "MetricsLog",

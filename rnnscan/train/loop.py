@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
@@ -15,7 +18,7 @@ from rnnscan.train.state import TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss or the gradients became NaN or inf; no checkpoint was written after the last good step."""
+    """The loss, the gradients or the params became NaN or inf; no checkpoint was written after the last good step."""
 
 
 def fit(
@@ -57,14 +60,26 @@ def fit(
       progress: a tqdm bar when stderr is a terminal, else one plain line per
         record on stdout; `False` for neither.
 
+    The record of a step is logged before its checkpoint is saved: a run killed
+    in between resumes from the checkpoint before and logs that step again, so
+    a log cut back to the restored step (`MetricsLog`) loses no record. Ctrl-C
+    (SIGINT, in the main thread) stops at the end of the step under way, saves
+    its checkpoint (with `checkpoints`) and raises `KeyboardInterrupt`; a second
+    Ctrl-C interrupts at once. Pending checkpoint writes are on disk before
+    `fit` returns or raises.
+
     Returns:
       The state after `steps` updates.
 
     Raises:
-      NonFiniteLossError: if the loss or the gradient norm became NaN or inf.
-        Every step is checked, on the device; the check is read at each record
-        and before each checkpoint, so no non-finite state is ever saved.
+      NonFiniteLossError: if the loss, the gradient norm or the params became
+        NaN or inf. Every step is checked, on the device; the check is read at
+        each record and before each checkpoint, so no non-finite state is ever
+        saved, and the last good checkpoint it names is complete on disk.
+      KeyboardInterrupt: on Ctrl-C, after the checkpoint of the last step.
     """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"fit: steps must be a non-negative integer, the total number of updates; got {steps!r}")
     if eval_step is not None and not eval_batches:
         raise ValueError("fit: eval_step needs eval_batches, the batches to evaluate on")
     parallel = parallel or data_parallel()
@@ -76,42 +91,69 @@ def fit(
 
     all_finite = jnp.array(True)  # on the device: no sync per step
     last_checked, last_logged, last_time = start, start, time.perf_counter()
-    for step in range(start + 1, steps + 1):
-        state, metrics = train_step(state, parallel.shard(batches(step - 1)))
-        all_finite = all_finite & metrics["finite"]
-        bar.update()
+    with _held_interrupt() as interrupted:
+        try:
+            for step in range(start + 1, steps + 1):
+                state, metrics = train_step(state, parallel.shard(batches(step - 1)))
+                all_finite = all_finite & metrics["finite"]
+                bar.update()
 
-        last = step == steps
-        evaluate = eval_step is not None and (last or (eval_every and step % eval_every == 0))
-        save = checkpoints is not None and (last or (checkpoint_every and step % checkpoint_every == 0))
-        log = evaluate or last or step % log_every == 0
-        if log or save:
-            _check_finite(all_finite, last_checked, step, checkpoints)
-            last_checked = step
-        if save:
-            checkpoints.save(state)
-        if not log:
-            continue
-
-        record = {"step": step, "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
-        if tokens_per_step:
-            record["tokens_per_s"] = tokens_per_step * (step - last_logged) / (time.perf_counter() - last_time)
-        if evaluate:
-            losses = [float(eval_step(state.params, batch)) for batch in eval_batches]
-            record["eval_loss"] = sum(losses) / len(losses)
-        last_logged, last_time = step, time.perf_counter()
-
-        if on_log is not None:
-            on_log(record)
-        if not bar.disable:
-            bar.set_postfix_str(_describe(record))
-        elif progress:
-            print(f"step {step}/{steps}  " + _describe(record), flush=True)
-
-    bar.close()
-    if checkpoints is not None:
-        checkpoints.wait()
+                stop, last = interrupted(), step == steps
+                evaluate = eval_step is not None and (last or (eval_every and step % eval_every == 0))
+                save = checkpoints is not None and (
+                    stop or last or (checkpoint_every and step % checkpoint_every == 0))
+                log = evaluate or last or step % log_every == 0
+                if log or save:
+                    _check_finite(all_finite, last_checked, step, checkpoints)
+                    last_checked = step
+                if log:
+                    record = {"step": step, "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
+                    if tokens_per_step:
+                        record["tokens_per_s"] = (tokens_per_step * (step - last_logged)
+                                                  / (time.perf_counter() - last_time))
+                    if evaluate:
+                        losses = [float(eval_step(state.params, batch)) for batch in eval_batches]
+                        record["eval_loss"] = sum(losses) / len(losses)
+                    last_logged, last_time = step, time.perf_counter()
+                    if on_log is not None:
+                        on_log(record)
+                    if not bar.disable:
+                        bar.set_postfix_str(_describe(record))
+                    elif progress:
+                        print(f"step {step}/{steps}  " + _describe(record), flush=True)
+                if save:
+                    checkpoints.save(state)
+                if stop:
+                    raise KeyboardInterrupt(f"fit: interrupted after step {step}")
+        finally:
+            bar.close()
+            if checkpoints is not None:
+                checkpoints.wait()
     return state
+
+
+@contextlib.contextmanager
+def _held_interrupt():
+    """Yields `interrupted()`, true once a Ctrl-C came; that first SIGINT raises nothing.
+
+    Only in the main thread over Python's own handler (a program's own handler
+    is left alone); a second SIGINT raises `KeyboardInterrupt` at once.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: False
+        return
+    came = []
+
+    def hold(signum, frame):
+        came.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield lambda: bool(came)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_finite(all_finite, last_checked: int, step: int, checkpoints: Optional[Checkpoints]) -> None:

@@ -131,9 +131,9 @@ def _restore_params(checkpoints: Path, step: Optional[int], like) -> tuple[int, 
         step = max(steps)
     elif step not in steps:
         raise ValueError(f"step must be one of the checkpoints {sorted(steps)}; got {step!r}")
-    # `Checkpoints` saves the TrainState as the CheckpointManager's one item,
-    # "default"; only its `params` subtree is read (`partial_restore`).
-    path = checkpoints / str(step) / "default"
+    # `Checkpoints` saves the TrainState as the item "state" (beside its
+    # "digest"); only its `params` subtree is read (`partial_restore`).
+    path = checkpoints / str(step) / "state"
     handler = ocp.PyTreeCheckpointHandler()
     try:
         saved = handler.metadata(path).tree.get("params")

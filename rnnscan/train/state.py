@@ -33,6 +33,11 @@ def init_state(params, optimizer: optax.GradientTransformation, key: jax.Array) 
     `key` may be a raw key (`jax.random.PRNGKey`) or a typed one
     (`jax.random.key`); it is stored raw, which every checkpoint format holds.
     """
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
         key = jax.random.key_data(key)
+    if not (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.ndim == 1):
+        raise TypeError(
+            "init_state: key must be one PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed); got "
+            + (f"an array of {key.dtype}{list(key.shape)}" if isinstance(key, jax.Array) else repr(key))
+        )
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)

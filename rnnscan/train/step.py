@@ -9,6 +9,8 @@ hand-written all-reduce.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Callable, Optional
 
 import jax
@@ -39,20 +41,24 @@ def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     *,
-    max_grad_norm: Optional[float] = 1.0,
+    clip_norm: Optional[float] = 1.0,
 ) -> Callable[[TrainState, object], tuple[TrainState, dict]]:
     """A jit-compiled `train_step(state, batch) -> (state, metrics)`.
 
     One update: the gradient of `loss_fn(state.params, batch, key)`, clipped to a
-    global norm of `max_grad_norm` (`optax.clip_by_global_norm`; `None` turns it
-    off), then `optimizer`. `state` is donated: its buffers are reused for the
-    new state, so the caller must not use the old one again.
+    global norm of at most `clip_norm` (`optax.clip_by_global_norm`; default
+    1.0, `None` turns clipping off), then `optimizer`. `state` is donated: its
+    buffers are reused for the new state, so the caller must not use the old
+    one again.
 
     Returns metrics `{"loss", "grad_norm", "finite"}`: the loss and the global
-    gradient norm before the update (before clipping), and whether both are
-    finite.
+    gradient norm before the update (before clipping), and whether both and
+    every updated param are finite.
     """
-    clip = None if max_grad_norm is None else optax.clip_by_global_norm(max_grad_norm)
+    if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
+                                  or not 0 < clip_norm < math.inf):
+        raise ValueError(f"make_train_step: clip_norm must be a positive finite number or None; got {clip_norm!r}")
+    clip = None if clip_norm is None else optax.clip_by_global_norm(clip_norm)
 
     def train_step(state: TrainState, batch):
         key, step_key = jax.random.split(state.key)
@@ -65,11 +71,16 @@ def make_train_step(
         metrics = {
             "loss": loss,
             "grad_norm": grad_norm,
-            "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+            "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params),
         }
         return TrainState(params, opt_state, state.step + 1, key), metrics
 
     return jax.jit(train_step, donate_argnums=0)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(tree)
+                              if jnp.issubdtype(leaf.dtype, jnp.inexact)], dtype=bool))
 
 
 def make_eval_step(loss_fn: LossFn) -> Callable[[object, object], jax.Array]:
