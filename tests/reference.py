@@ -62,12 +62,14 @@ def rnn_step(p, h, x, *, act="tanh"):
     return h_new, h_new
 
 
-def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False):
+def loop_unroll(step, xs, h0, *, lengths=None, resets=None, mask=None, reverse=False):
     """A plain Python loop over rows and time, batch-major `xs` `(B, T, F)`.
 
     Each row is read from step 0 to `lengths[b] - 1` (from `lengths[b] - 1` down
     to 0 with `reverse`); outputs elsewhere are zero and the state is untouched.
     `resets[b, t]` puts the row's state back to its initial state before step t.
+    Where `mask[b, t]` is false, step t is skipped: not read, output zero, the
+    state (and any reset on it) untouched.
     `step(h, x) -> (h, y)` works on one row; `h0` is a tuple of per-row-batched
     arrays (a pytree of `(B, size)` given as a tuple or a single array).
     Returns `(ys (B, T, out), final_state, states (B, T, ...))`.
@@ -85,13 +87,15 @@ def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False):
         row_y = [None] * T
         row_states = [None] * T
         for t in order:
+            if mask is not None and not mask[b][t]:
+                continue
             if resets is not None and resets[b][t]:
                 h = init
             h_out, y = step(h[0] if single else h, xs[b, t])
             h = (h_out,) if single else tuple(h_out)
             row_y[t] = np.asarray(y)
             row_states[t] = h
-        # Steps never read (past the length) output zero and hold the state of
+        # Steps never read (past the length, masked out) output zero and hold the state of
         # the nearest step read before them in scan order.
         scan_order = range(T - 1, -1, -1) if reverse else range(T)
         carried = init
