@@ -206,8 +206,10 @@ def same_for_same_arguments(constructor):
     """Decorates a constructor of cells or layers so that equal arguments give the
     same (equal, same-hash) object: `jax.jit` caches keyed on it then hit, also
     for a cell built anew inside every call of a function (flax's `nn.compact`).
-    Calls with an unhashable argument build a new object each time."""
-    cached = functools.lru_cache(maxsize=1024)(constructor)
+    Calls with an unhashable argument build a new object each time. Arguments
+    of different types are told apart (`1` from `True`, `3` from `3.0`), so a
+    call the constructor would refuse never hits an accepted one's entry."""
+    cached = functools.lru_cache(maxsize=1024, typed=True)(constructor)
 
     @functools.wraps(constructor)
     def build(*args, **kwargs):
