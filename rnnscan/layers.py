@@ -17,7 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnscan import masks
-from rnnscan.dropout import Masks, check_rate, draw_masks, keep_mask, variational
+from rnnscan.dropout import (
+    Masks, check_rate, check_zoneout, draw_masks, draw_zoneout, keep_mask, step_shapes,
+    variational, zoneout as zoneout_cell, zoneout_rates,
+)
 from rnnscan.cell import Cell, Params, PRNGKey, as_cell, same_for_same_arguments
 from rnnscan.unroll import unroll as unroll_cell
 
@@ -58,9 +61,11 @@ def layer(
     input_dropout: float = 0.0,
     state_dropout: float = 0.0,
     output_dropout: float = 0.0,
+    zoneout=0.0,
     **unroll_options,
 ) -> Layer:
-    """One cell over a sequence: `rnnscan.unroll` as a `Layer`, with variational dropout.
+    """One cell over a sequence: `rnnscan.unroll` as a `Layer`, with variational
+    dropout and zoneout.
 
     Variational dropout (Gal & Ghahramani, 2016; TF1's
     `DropoutWrapper(variational_recurrent=True)`, Keras's `dropout` and
@@ -70,12 +75,24 @@ def layer(
     as in Keras and TF1; `rnnscan.dropout`) and on the output `y`. Kept units
     are scaled by `1 / (1 - rate)`, so the expectation is unchanged. Without a key there is no dropout.
 
+    Zoneout (Krueger et al., 2017; `rnnscan.dropout.zoneout`): with a `key`, each
+    unit of the state keeps its previous value with probability `rate`, a fresh
+    draw per step and unit (the masks come from `jax.random.split(key)[1]`, by
+    `rnnscan.dropout.draw_zoneout`; dropout then draws from the first half);
+    without, the state is the expectation `rate * h_prev + (1 - rate) * h_new`.
+    `ys` are the cell's outputs before the zoneout; the state carried, and the
+    final state, are zoned out. Steps that do not run (`lengths`, `mask`)
+    carry the state as ever.
+
     Args:
       cell: a `Cell`, or a bare function `(params, h, x) -> (h, y)` (then `apply`
         needs `initial_state`, and `init` is unavailable).
       reverse: run from each row's last valid step back to its first.
       time_major: `xs` and `ys` are `(time, batch, ...)`.
       input_dropout, state_dropout, output_dropout: drop rates in `[0, 1)`.
+      zoneout: a rate in `[0, 1)` for every leaf of the state (an LSTM's `h` and
+        `c`, as in the paper), or a tuple with one rate per leaf (`(0.05, 0.5)`;
+        `(rate, 0.0)` zones out `h` alone, as haste's LSTM does).
       **unroll_options: passed to `rnnscan.unroll` (`unroll`, `remat`, ...).
 
     Returns:
@@ -87,6 +104,8 @@ def layer(
         check_rate("state_dropout", state_dropout),
         check_rate("output_dropout", output_dropout),
     )
+    zone = check_zoneout(zoneout)  # its number of rates is checked against the state in apply
+    zoning = any(zone) if isinstance(zone, tuple) else zone > 0
     unknown = set(unroll_options) - _UNROLL_OPTIONS
     if unknown:
         raise TypeError(
@@ -103,14 +122,23 @@ def layer(
         return cell.init(key)
 
     def apply(params, xs, *, lengths=None, resets=None, mask=None, initial_state=None, key=None):
-        run = lambda c, p: unroll_cell(
-            c, p, xs, initial_state=initial_state, lengths=lengths, resets=resets, mask=mask,
+        run = lambda c, p, inputs: unroll_cell(
+            c, p, inputs, initial_state=initial_state, lengths=lengths, resets=resets, mask=mask,
             reverse=reverse, time_major=time_major, **unroll_options,
         )
-        if key is None or not any(rates):
-            return run(cell, params)
-        drawn = draw_masks(key, rates, cell, params, xs, initial_state, time_major)
-        return run(dropped, (params, drawn))
+        run_cell, run_params, inputs = cell, params, xs
+        if zoning and key is not None:
+            key, zone_key = jax.random.split(key)
+        if key is not None and any(rates):
+            drawn = draw_masks(key, rates, cell, params, xs, initial_state, time_major)
+            run_cell, run_params = dropped, (params, drawn)
+        if zoning:
+            time, _, state = step_shapes(cell, params, xs, initial_state, time_major)
+            zone_rates = zoneout_rates(zone, state)
+            run_cell = zoneout_cell(run_cell, zone_rates, key is not None)
+            if key is not None:
+                inputs = (xs, draw_zoneout(zone_key, zone_rates, state, time, time_major))
+        return run(run_cell, run_params, inputs)
 
     return Layer(init, apply)
 

@@ -167,3 +167,117 @@ def test_unknown_merge_names_the_choices(merge):
     with pytest.raises(ValueError, match=r"merge must be one of \['concat', 'mean', 'mul', 'pair', "
                                          r"'sum'\] or a function"):
         rs.bidirectional(rs.gru(F, H), rs.gru(F, H), merge=merge)
+
+
+# -- zoneout -----------------------------------------------------------------------
+
+
+def zoned(step, rates):
+    """Krueger et al. 2017, eq. (3) at evaluation: each state leaf is the
+    expectation `rate * h_prev + (1 - rate) * h_new`; the output is the step's."""
+
+    def zoned_step(h, x):
+        h_new, y = step(h, x)
+        return tuple(r * a + (1 - r) * b for r, a, b in zip(rates, h, h_new)), y
+
+    return zoned_step
+
+
+def zoned_by_masks(step, split_at):
+    """Training: `x` carries the step's masks `m` (1: keep) after its first
+    `split_at` features, and each leaf is `m * h_prev + (1 - m) * h_new`."""
+
+    def zoned_step(h, x):
+        x, m_h, m_c = np.split(x, split_at)
+        h_new, y = step(h, x)
+        return tuple(m * a + (1 - m) * b for m, a, b in zip((m_h, m_c), h, h_new)), y
+
+    return zoned_step
+
+
+def test_zoneout_at_evaluation_is_the_expectation():
+    cell = rs.lstm(F, H)
+    p = random_params(cell.init)
+    h0 = tuple(np.random.RandomState(5).standard_normal((2, B, H)).astype(np.float32))
+    for reverse in (False, True):
+        lay = rs.layer(cell, zoneout=(0.3, 0.6), reverse=reverse)
+        ys, final = apply(lay, p, xs_(), lengths=LENGTHS, mask=MASK,
+                          initial_state=rs.LSTMState(*h0))
+        step = zoned(functools.partial(ref.lstm_step, numpy(p)), (0.3, 0.6))
+        want_ys, want_final, _ = ref.loop_unroll(step, xs_(), h0, lengths=LENGTHS, mask=MASK,
+                                                 reverse=reverse)
+        assert_trees_close((ys, tuple(final)), (want_ys, want_final))
+
+
+@pytest.mark.parametrize("unroll_options", [{}, {"remat": 3}, {"time_major": True}])
+def test_zoneout_in_training_applies_a_fresh_mask_per_step(unroll_options):
+    cell = rs.lstm(F, H)
+    p = random_params(cell.init)
+    key = jax.random.key(7)
+    time_major = unroll_options.get("time_major", False)
+    lay = rs.layer(cell, zoneout=(0.3, 0.6), **unroll_options)
+    xs = xs_()
+    ys, final = apply(lay, p, xs.transpose(1, 0, 2) if time_major else xs, lengths=LENGTHS,
+                      key=key)
+    if time_major:
+        ys = ys.transpose(1, 0, 2)
+    # The masks as rs.layer documents them: from split(key)[1], one key per state leaf.
+    k_h, k_c = jax.random.split(jax.random.split(key)[1], 2)
+    shape = (T, B, H) if time_major else (B, T, H)
+    m_h, m_c = (np.asarray(jax.random.bernoulli(k, r, shape), np.float32)
+                for k, r in ((k_h, 0.3), (k_c, 0.6)))
+    if time_major:
+        m_h, m_c = m_h.transpose(1, 0, 2), m_c.transpose(1, 0, 2)
+    step = zoned_by_masks(functools.partial(ref.lstm_step, numpy(p)), [F, F + H])
+    want_ys, want_final, _ = ref.loop_unroll(step, np.concatenate([xs, m_h, m_c], -1),
+                                             lstm_h0(), lengths=LENGTHS)
+    assert_trees_close((ys, tuple(final)), (want_ys, want_final))
+
+
+def test_zoneout_keeps_each_unit_with_probability_rate():
+    """A counter cell, h' = h + 1, zoned out: the final state counts the steps a
+    unit took the new value, and the output of a step is the state it read."""
+    counter = rs.Cell(None, lambda p, batch_shape: jnp.zeros(batch_shape + (256,)),
+                      lambda p, h, x: (h + 1, h))
+    rate, batch, time = 0.3, 16, 64
+    lay = rs.layer(counter, zoneout=rate)
+    ys, final = jax.jit(lay.apply)(None, jnp.zeros((batch, time, 1)), key=jax.random.key(0))
+    np.testing.assert_allclose(np.mean(final) / time, 1 - rate, atol=0.01)
+    # Fresh masks per step: whether a unit moves at step t says nothing about t + 1.
+    moved = np.diff(np.concatenate([np.asarray(ys), np.asarray(final)[:, None]], 1), axis=1)
+    assert set(np.unique(moved)) == {0.0, 1.0}
+    same = np.mean(moved[:, 1:] == moved[:, :-1])
+    np.testing.assert_allclose(same, rate ** 2 + (1 - rate) ** 2, atol=0.01)
+    # Without a key: the expectation, every unit the same.
+    _, final = jax.jit(lay.apply)(None, jnp.zeros((batch, time, 1)))
+    np.testing.assert_allclose(final, (1 - rate) * time, rtol=1e-5)
+
+
+def test_zoneout_with_dropout_stack_and_gradients():
+    cell = rs.gru(F, H)
+    st = rs.stack([cell, rs.gru(H, H)], zoneout=0.2, state_dropout=0.3)
+    p = random_params(st.init)
+    loss = lambda p, key: jnp.sum(st.apply(p, xs_(), lengths=LENGTHS, key=key)[0] ** 2)
+    grads = jax.jit(jax.grad(loss))(p, jax.random.key(1))
+    assert all(np.isfinite(g).all() and np.any(g) for g in jax.tree_util.tree_leaves(grads))
+    # At evaluation the stack is the expectation in each layer.
+    ys, _ = apply(st, p, xs_(), lengths=LENGTHS)
+    h0 = np.zeros((B, H), np.float32)
+    y0, _ = loop(lambda q, h, x: (lambda s: (0.2 * h + 0.8 * s[0], s[1]))(ref.gru_step(q, h, x)),
+                 p[0], xs_(), h0, lengths=LENGTHS)
+    y1, _ = loop(lambda q, h, x: (lambda s: (0.2 * h + 0.8 * s[0], s[1]))(ref.gru_step(q, h, x)),
+                 p[1], y0, h0, lengths=LENGTHS)
+    assert_trees_close(ys, y1)
+
+
+def test_bad_zoneout():
+    cell = rs.lstm(F, H)
+    with pytest.raises(ValueError, match=r"zoneout must lie in \[0, 1\); got 1.0"):
+        rs.layer(cell, zoneout=1.0)
+    with pytest.raises(ValueError, match=r"zoneout\[1\] must lie in"):
+        rs.layer(cell, zoneout=(0.1, -0.5))
+    with pytest.raises(TypeError, match="zoneout must be a float"):
+        rs.layer(cell, zoneout="0.1")
+    lay = rs.layer(cell, zoneout=(0.1, 0.2, 0.3))
+    with pytest.raises(ValueError, match=r"one rate per state leaf \(2 for this cell\); got 3"):
+        lay.apply(random_params(cell.init), xs_())
