@@ -77,12 +77,10 @@ def layer(
 
     Zoneout (Krueger et al., 2017; `rnnscan.dropout.zoneout`): with a `key`, each
     unit of the state keeps its previous value with probability `rate`, a fresh
-    draw per step and unit (the masks come from `jax.random.split(key)[1]`, by
-    `rnnscan.dropout.draw_zoneout`; dropout then draws from the first half);
-    without, the state is the expectation `rate * h_prev + (1 - rate) * h_new`.
-    `ys` are the cell's outputs before the zoneout; the state carried, and the
-    final state, are zoned out. Steps that do not run (`lengths`, `mask`)
-    carry the state as ever.
+    draw per step and unit (`draw_zoneout(jax.random.split(key)[1], ...)`; the
+    dropout masks then come from the first key); without, the state is the
+    expectation `rate * h_prev + (1 - rate) * h_new`. `ys` are the cell's
+    outputs before the zoneout; the carried and final states are zoned out.
 
     Args:
       cell: a `Cell`, or a bare function `(params, h, x) -> (h, y)` (then `apply`
@@ -190,10 +188,10 @@ def bidirectional(cell_fw, cell_bw, *, merge="concat", time_major: bool = False,
             "initial_state", initial_state
         )
         key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
-        ys_fw, final_fw = fw.apply(params_fw, xs, lengths=lengths, resets=resets, mask=mask,
-                                   initial_state=state_fw, key=key_fw)
-        ys_bw, final_bw = bw.apply(params_bw, xs, lengths=lengths, resets=resets, mask=mask,
-                                   initial_state=state_bw, key=key_bw)
+        ys_fw, final_fw = fw.apply(params_fw, xs, lengths=lengths, resets=resets,
+                                   initial_state=state_fw, key=key_fw, **_masked(mask))
+        ys_bw, final_bw = bw.apply(params_bw, xs, lengths=lengths, resets=resets,
+                                   initial_state=state_bw, key=key_bw, **_masked(mask))
         return merge_fn(ys_fw, ys_bw), (final_fw, final_bw)
 
     return Layer(init, apply)
@@ -262,8 +260,8 @@ def stack(
         keys = (None,) * (2 * n) if key is None else tuple(jax.random.split(key, 2 * n))
         finals = []
         for i, lay in enumerate(layers):
-            ys, final = lay.apply(params[i], xs, lengths=lengths, resets=resets, mask=mask,
-                                  initial_state=states[i], key=keys[2 * i])
+            ys, final = lay.apply(params[i], xs, lengths=lengths, resets=resets,
+                                  initial_state=states[i], key=keys[2 * i], **_masked(mask))
             if rate and key is not None and i < n - 1:
                 ys = jax.tree_util.tree_map(
                     lambda a: a * keep_mask(keys[2 * i + 1], rate, a.shape, a.dtype), ys
@@ -308,11 +306,16 @@ def _time_reversed(inner: Layer, time_major: bool) -> Layer:
         # step; a skipped step is skipped in the flipped sequence too.
         resets = None if resets is None else flip(resets)
         mask = None if mask is None else flip(mask)
-        ys, final = inner.apply(params, flip(xs), lengths=lengths, resets=resets, mask=mask,
-                                initial_state=initial_state, key=key)
+        ys, final = inner.apply(params, flip(xs), lengths=lengths, resets=resets,
+                                initial_state=initial_state, key=key, **_masked(mask))
         return flip(ys), final
 
     return Layer(inner.init, apply)
+
+
+def _masked(mask) -> dict:
+    """`mask=` for an inner `Layer.apply`, only when given: a user's Layer may lack it."""
+    return {} if mask is None else {"mask": mask}
 
 
 def _same_shapes(ys, xs, strict: bool, where: str) -> bool:

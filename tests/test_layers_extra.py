@@ -281,3 +281,14 @@ def test_bad_zoneout():
     lay = rs.layer(cell, zoneout=(0.1, 0.2, 0.3))
     with pytest.raises(ValueError, match=r"one rate per state leaf \(2 for this cell\); got 3"):
         lay.apply(random_params(cell.init), xs_())
+
+
+def test_layers_without_a_mask_argument_still_stack():
+    """A user's Layer whose apply predates `mask`: it runs while no mask is given."""
+    inner = rs.layer(rs.gru(F, H))
+    legacy = rs.Layer(inner.init, lambda p, xs, *, lengths=None, resets=None, initial_state=None,
+                      key=None: inner.apply(p, xs, lengths=lengths, initial_state=initial_state))
+    p = random_params(lambda k: (legacy.init(k),))
+    ys, _ = apply(rs.stack([legacy]), p, xs_(), lengths=LENGTHS)
+    assert_trees_close(ys, loop(ref.gru_step, p[0], xs_(), np.zeros((B, H), np.float32),
+                                lengths=LENGTHS)[0])
