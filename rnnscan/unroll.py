@@ -161,8 +161,8 @@ def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, o
 
 
 def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None,
-              reset_state=None, mask=None, reverse=False, time_major=False, unroll=None, remat=False,
-              return_all_states=False, method="auto", truncate=None, backend=None,
+              reset_state=None, mask=None, reverse=False, time_major=False, unroll=None,
+              remat=False, return_all_states=False, method="auto", truncate=None, backend=None,
               names: _ArgNames = _ArgNames()) -> Plan:
     """The `Plan` that `unroll` (or `truncated_unroll` with `truncate=chunk_size`)
     runs for these arguments, after checking every one of them. Arrays may be

@@ -97,7 +97,8 @@ def test_gradients_numerically(name, options):
         def f(p, x, h):
             ys, final = rs.unroll(cell, p, x, initial_state=h, lengths=np.array([4, 0, 2]),
                                   reverse=True)
-            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(a ** 2) for a in jax.tree_util.tree_leaves(final))
+            leaves = jax.tree_util.tree_leaves(final)
+            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(a ** 2) for a in leaves)
 
         check_grads(f, (params, xs, h0), order=1, modes=("rev",), atol=1e-6, rtol=1e-6,
                     eps=1e-6)

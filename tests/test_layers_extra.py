@@ -11,7 +11,9 @@ from jax.test_util import check_grads
 
 import rnnscan as rs
 from tests import reference as ref
-from tests.test_layers import B, F, H, LENGTHS, T, apply, assert_trees_close, numpy, random_params, xs_
+from tests.test_layers import (
+    B, F, H, LENGTHS, T, apply, assert_trees_close, numpy, random_params, xs_,
+)
 from tests.test_linear import mingru_step
 
 # Holes in the middle of rows, a row masked out entirely, true steps past a length.
@@ -89,8 +91,8 @@ def test_mask_gradients_numerically():
         mask = MASK[:, :5]
 
         def f(p, x, h):
-            ys, final = rs.unroll(cell, p, x, initial_state=h, mask=mask, lengths=np.array([5, 0, 4, 3]),
-                                  reverse=True)
+            ys, final = rs.unroll(cell, p, x, initial_state=h, mask=mask,
+                                  lengths=np.array([5, 0, 4, 3]), reverse=True)
             return jnp.sum(jnp.sin(ys)) + jnp.sum(final ** 2)
 
         check_grads(f, (params, xs, h0), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
@@ -109,7 +111,8 @@ def test_the_kernel_refuses_a_mask():
 @pytest.mark.parametrize(
     "mask, error, match",
     [
-        (MASK[:, :-1], ValueError, r"mask must have shape \(batch, time\) = \(4, 7\); got shape \(4, 6\)"),
+        (MASK[:, :-1], ValueError,
+         r"mask must have shape \(batch, time\) = \(4, 7\); got shape \(4, 6\)"),
         (MASK.T, ValueError, r"mask must have shape \(batch, time\)"),
         (MASK.astype(np.int32), TypeError, r"mask must be a bool mask; got dtype int32"),
     ],

@@ -170,7 +170,8 @@ def lstm(
         prec.compute_dtype in (None, prec.param_dtype))
     # Normalised, h @ w_hh is no longer a term added to xp: no hoisted gradient.
     return Cell.split(init, initial_state, project_inputs, recurrent_step,
-                      recurrent_kernel=None if layer_norm else "w_hh", rowwise=True, state_dropout=(True, False),
+                      recurrent_kernel=None if layer_norm else "w_hh", rowwise=True,
+                      state_dropout=(True, False),
                       kernel=lstm_kernel.sequence_kernel(forget_bias, use_bias) if kernel_fits
                       else None)
 
