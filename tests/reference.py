@@ -64,7 +64,8 @@ def layer_norm(v, gain, bias, eps=1e-5):
     return (v - mean) / std * gain + bias
 
 
-def layer_norm_lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_clip=None):
+def layer_norm_lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_clip=None,
+                         act="tanh"):
     """The LayerNorm-LSTM of Ba et al. 2016 (supplementary material; haste's
     LayerNormLSTM): separately normalised input and recurrent pre-activations, and
     the cell normalised before the output tanh; gates in rnnscan's i, f, g, o order."""
@@ -72,10 +73,10 @@ def layer_norm_lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_c
     ln = lambda v, k: layer_norm(v, p[f"ln_{k}_gain"], p[f"ln_{k}_bias"])
     z = ln(x @ p["w_ih"], "ih") + ln(h @ p["w_hh"], "hh") + p.get("b", 0.0)
     zi, zf, zg, zo = np.split(z, 4, axis=-1)
-    c_new = sigmoid(zf + forget_bias) * c + sigmoid(zi) * np.tanh(zg)
+    c_new = sigmoid(zf + forget_bias) * c + sigmoid(zi) * ACT[act](zg)
     if cell_clip is not None:
         c_new = np.clip(c_new, -cell_clip, cell_clip)
-    h_new = sigmoid(zo) * np.tanh(ln(c_new, "c"))
+    h_new = sigmoid(zo) * ACT[act](ln(c_new, "c"))
     if "w_proj" in p:
         h_new = h_new @ p["w_proj"]
         if proj_clip is not None:
@@ -83,7 +84,7 @@ def layer_norm_lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_c
     return (h_new, c_new), h_new
 
 
-def layer_norm_gru_step(p, h, x):
+def layer_norm_gru_step(p, h, x, *, act="tanh"):
     """haste's LayerNormGRU: torch's GRU equations with `x @ w_ih` and `h @ w_hh`
     each layer-normalised (Ba et al. 2016) before the biases are added."""
     ln = lambda v, k: layer_norm(v, p[f"ln_{k}_gain"], p[f"ln_{k}_bias"])
@@ -91,7 +92,7 @@ def layer_norm_gru_step(p, h, x):
     h_r, h_z, h_n = np.split(ln(h @ p["w_hh"], "hh"), 3, axis=-1)
     r = sigmoid(x_r + h_r)
     z = sigmoid(x_z + h_z)
-    n = np.tanh(x_n + r * (h_n + p.get("b_hn", 0.0)))
+    n = ACT[act](x_n + r * (h_n + p.get("b_hn", 0.0)))
     h_new = (1.0 - z) * n + z * h
     return h_new, h_new
 

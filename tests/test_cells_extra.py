@@ -25,10 +25,14 @@ CELLS = {
                              forget_bias=0.0, **kw),
         lambda p: functools.partial(ref.layer_norm_lstm_step, p, forget_bias=0.0, cell_clip=0.5,
                                     proj_clip=0.3)),
+    "lstm_relu_nobias": (
+        lambda **kw: rs.lstm(F, H, layer_norm=True, activation="relu", use_bias=False, **kw),
+        lambda p: functools.partial(ref.layer_norm_lstm_step, p, act="relu")),
     "gru": (lambda **kw: rs.gru(F, H, layer_norm=True, **kw),
             lambda p: functools.partial(ref.layer_norm_gru_step, p)),
-    "gru_nobias": (lambda **kw: rs.gru(F, H, layer_norm=True, use_bias=False, **kw),
-                   lambda p: functools.partial(ref.layer_norm_gru_step, p)),
+    "gru_relu_nobias": (
+        lambda **kw: rs.gru(F, H, layer_norm=True, activation="relu", use_bias=False, **kw),
+        lambda p: functools.partial(ref.layer_norm_gru_step, p, act="relu")),
 }
 
 
