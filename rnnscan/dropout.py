@@ -1,10 +1,16 @@
-"""Variational dropout for a cell over a sequence (Gal & Ghahramani, 2016).
+"""Variational dropout and zoneout for a cell over a sequence.
 
-TF1's `DropoutWrapper(variational_recurrent=True)`, Keras's `dropout` and
-`recurrent_dropout`: one mask per sequence, drawn outside the scan and reused at
+Variational dropout (Gal & Ghahramani, 2016; TF1's
+`DropoutWrapper(variational_recurrent=True)`, Keras's `dropout` and
+`recurrent_dropout`): one mask per sequence, drawn outside the scan and reused at
 every step, on the input `x`, on the state the step reads, and on the output
 `y`. Which leaves of the state are dropped the cell declares
 (`SplitStep.state_dropout`: an LSTM drops `h`, not its memory cell `c`).
+
+Zoneout (Krueger et al., 2017; haste's `zoneout`): at every step each unit of
+the state keeps its previous value with probability `rate`, a fresh draw per
+step and unit. The masks for every step are drawn at once outside the scan and
+ride along with the inputs, so the wrapped cell runs on every strategy.
 """
 
 from __future__ import annotations
@@ -46,6 +52,80 @@ def keep_mask(key, rate: float, shape, dtype):
 
 
 @same_for_same_arguments
+def zoneout(cell: Cell, rates: tuple, training: bool) -> Cell:
+    """`cell` with zoneout on its state: `rates`, one float in `[0, 1)` per state
+    leaf (0: that leaf is left alone), e.g. `(0.05, 0.5)` for an LSTM's `(h, c)`.
+
+    With `training`, the step reads `(x, keep)`: `keep` (from `draw_zoneout`)
+    holds per leaf a bool `(*batch, size)` mask, or None at rate 0, and where it
+    is true the unit keeps its previous value: `h = where(keep, h_prev, h_new)`,
+    that is `keep * h_prev + (1 - keep) * h_new`. Without, the step reads `x` and
+    the state is the expectation `rate * h_prev + (1 - rate) * h_new`. The
+    output is the cell's own `y`, computed before the zoneout (for the library
+    cells, the new `h`). The params are the cell's.
+    """
+
+    def zone(h_prev, h_new, keep):
+        new, treedef = jax.tree_util.tree_flatten(h_new)
+        prev = jax.tree_util.tree_leaves(h_prev)
+        if training:
+            out = [n if k is None else jnp.where(k, p, n) for p, n, k in zip(prev, new, keep)]
+        else:
+            out = [n + r * (p - n) if r else n for p, n, r in zip(prev, new, rates)]
+        return treedef.unflatten(out)
+
+    def zoned(step):
+        def zoned_step(params, h, x):
+            x, keep = x if training else (x, None)
+            h_new, y = step(params, h, x)
+            return zone(h, h_new, keep), y
+        return zoned_step
+
+    split = split_step(cell)
+    if split is None:
+        return Cell(cell.init, cell.initial_state, zoned(cell.step))
+
+    def project_inputs(params, xs):
+        if not training:
+            return split.project_inputs(params, xs)
+        xs, keep = xs
+        return split.project_inputs(params, xs), keep
+
+    return Cell.split(cell.init, cell.initial_state, project_inputs,
+                      zoned(split.recurrent_step), rowwise=split.rowwise)
+
+
+def check_zoneout(zoneout):
+    """`zoneout` checked: a rate in `[0, 1)`, or a tuple of them (one per state leaf)."""
+    if isinstance(zoneout, (tuple, list)):
+        return tuple(check_rate(f"zoneout[{i}]", r) for i, r in enumerate(zoneout))
+    return check_rate("zoneout", zoneout)
+
+
+def zoneout_rates(zoneout, state) -> tuple:
+    """`zoneout` (from `check_zoneout`) as one rate per leaf of `state`."""
+    n = len(jax.tree_util.tree_leaves(state))
+    if not isinstance(zoneout, tuple):
+        return (zoneout,) * n
+    if len(zoneout) != n:
+        raise ValueError(f"zoneout must be one rate, or one rate per state leaf ({n} for this "
+                         f"cell); got {len(zoneout)} rates: {zoneout!r}")
+    return zoneout
+
+
+def draw_zoneout(key, rates: tuple, state, time: int, time_major: bool) -> tuple:
+    """The zoneout masks for every step: per leaf of `state` (leaves `(batch,
+    size)`), `jax.random.bernoulli(k, rate, (batch, time, size))` (`(time,
+    batch, size)` with `time_major`), `k` that leaf's entry of
+    `jax.random.split(key, leaves)`; None where the rate is 0."""
+    leaves = jax.tree_util.tree_leaves(state)
+    keys = jax.random.split(key, len(leaves))
+    lead = lambda a: (time, a.shape[0]) if time_major else (a.shape[0], time)
+    return tuple(jax.random.bernoulli(k, r, lead(a) + a.shape[1:]) if r else None
+                 for k, r, a in zip(keys, rates, leaves))
+
+
+@same_for_same_arguments
 def variational(cell: Cell) -> Cell:
     """`cell` with variational dropout: its params are `(params, Masks)`, the
     masks drawn by `draw_masks`. It has no `init`."""
@@ -84,13 +164,20 @@ def variational(cell: Cell) -> Cell:
     return Cell.split(None, initial_state, project_inputs, recurrent_step)
 
 
-def draw_masks(key, rates: Masks, cell: Cell, params, xs, initial_state, time_major) -> Masks:
-    """One mask per row for each rate that is on, shaped like a step's x, h, y."""
-    batch, _ = check_xs("xs", xs, time_major)
+def step_shapes(cell: Cell, params, xs, initial_state, time_major):
+    """`(time, x, h)`: the steps of `xs`, and the shapes of one step's input and
+    of the state (`jax.ShapeDtypeStruct`s, leaves `(batch, ...)`)."""
+    batch, time = check_xs("xs", xs, time_major)
     x = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct((batch,) + np.shape(a)[2:], jnp.result_type(a)), xs
     )
     h = jax.eval_shape(lambda p, s: initial_state_of(cell, p, s, batch), params, initial_state)
+    return time, x, h
+
+
+def draw_masks(key, rates: Masks, cell: Cell, params, xs, initial_state, time_major) -> Masks:
+    """One mask per row for each rate that is on, shaped like a step's x, h, y."""
+    _, x, h = step_shapes(cell, params, xs, initial_state, time_major)
     y = jax.eval_shape(cell.step, params, h, x)[1]
     key_x, key_h, key_y = jax.random.split(key, 3)
 

@@ -17,7 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnscan import masks
-from rnnscan.dropout import Masks, check_rate, draw_masks, keep_mask, variational
+from rnnscan.dropout import (
+    Masks, check_rate, check_zoneout, draw_masks, draw_zoneout, keep_mask, step_shapes,
+    variational, zoneout as zoneout_cell, zoneout_rates,
+)
 from rnnscan.cell import Cell, Params, PRNGKey, as_cell, same_for_same_arguments
 from rnnscan.unroll import unroll as unroll_cell
 
@@ -27,12 +30,13 @@ class Layer(NamedTuple):
 
     Attributes:
       init: `init(key) -> params`, a pytree of arrays.
-      apply: `apply(params, xs, *, lengths=None, resets=None, initial_state=None,
-        key=None) -> (ys, final_state)`. `xs` is `(batch, time, features)`
-        (`(time, batch, features)` for a layer built with `time_major=True`);
-        `lengths` int `(batch,)` and `resets` bool `(batch, time)` as in
-        `rnnscan.unroll`: `ys` is zero past each row's length and `final_state`
-        is the state after its last valid step. `key` (a `jax.random` key) turns
+      apply: `apply(params, xs, *, lengths=None, resets=None, mask=None,
+        initial_state=None, key=None) -> (ys, final_state)`. `xs` is `(batch,
+        time, features)` (`(time, batch, features)` for a layer built with
+        `time_major=True`); `lengths` int `(batch,)`, `resets` and `mask` bool
+        `(batch, time)` as in `rnnscan.unroll`: `ys` is zero on the steps that do
+        not run (past each row's length, where `mask` is false) and
+        `final_state` is the state after the last step that ran. `key` (a `jax.random` key) turns
         dropout on; without it there is none (evaluation).
     """
 
@@ -43,7 +47,7 @@ class Layer(NamedTuple):
 # unroll's own options that a layer passes through (unroll, remat, ...); the rest
 # it sets itself, or would break the layer's `(ys, final_state)`.
 _UNROLL_OPTIONS = frozenset(inspect.signature(unroll_cell).parameters) - {
-    "cell", "params", "xs", "initial_state", "lengths", "resets", "reset_state", "reverse",
+    "cell", "params", "xs", "initial_state", "lengths", "resets", "reset_state", "mask", "reverse",
     "time_major", "return_all_states",
 }
 
@@ -57,9 +61,11 @@ def layer(
     input_dropout: float = 0.0,
     state_dropout: float = 0.0,
     output_dropout: float = 0.0,
+    zoneout=0.0,
     **unroll_options,
 ) -> Layer:
-    """One cell over a sequence: `rnnscan.unroll` as a `Layer`, with variational dropout.
+    """One cell over a sequence: `rnnscan.unroll` as a `Layer`, with variational
+    dropout and zoneout.
 
     Variational dropout (Gal & Ghahramani, 2016; TF1's
     `DropoutWrapper(variational_recurrent=True)`, Keras's `dropout` and
@@ -69,12 +75,22 @@ def layer(
     as in Keras and TF1; `rnnscan.dropout`) and on the output `y`. Kept units
     are scaled by `1 / (1 - rate)`, so the expectation is unchanged. Without a key there is no dropout.
 
+    Zoneout (Krueger et al., 2017; `rnnscan.dropout.zoneout`): with a `key`, each
+    unit of the state keeps its previous value with probability `rate`, a fresh
+    draw per step and unit (`draw_zoneout(jax.random.split(key)[1], ...)`; the
+    dropout masks then come from the first key); without, the state is the
+    expectation `rate * h_prev + (1 - rate) * h_new`. `ys` are the cell's
+    outputs before the zoneout; the carried and final states are zoned out.
+
     Args:
       cell: a `Cell`, or a bare function `(params, h, x) -> (h, y)` (then `apply`
         needs `initial_state`, and `init` is unavailable).
       reverse: run from each row's last valid step back to its first.
       time_major: `xs` and `ys` are `(time, batch, ...)`.
       input_dropout, state_dropout, output_dropout: drop rates in `[0, 1)`.
+      zoneout: a rate in `[0, 1)` for every leaf of the state (an LSTM's `h` and
+        `c`, as in the paper), or a tuple with one rate per leaf (`(0.05, 0.5)`;
+        `(rate, 0.0)` zones out `h` alone, as haste's LSTM does).
       **unroll_options: passed to `rnnscan.unroll` (`unroll`, `remat`, ...).
 
     Returns:
@@ -86,6 +102,8 @@ def layer(
         check_rate("state_dropout", state_dropout),
         check_rate("output_dropout", output_dropout),
     )
+    zone = check_zoneout(zoneout)  # its number of rates is checked against the state in apply
+    zoning = any(zone) if isinstance(zone, tuple) else zone > 0
     unknown = set(unroll_options) - _UNROLL_OPTIONS
     if unknown:
         raise TypeError(
@@ -101,21 +119,30 @@ def layer(
             )
         return cell.init(key)
 
-    def apply(params, xs, *, lengths=None, resets=None, initial_state=None, key=None):
-        run = lambda c, p: unroll_cell(
-            c, p, xs, initial_state=initial_state, lengths=lengths, resets=resets,
+    def apply(params, xs, *, lengths=None, resets=None, mask=None, initial_state=None, key=None):
+        run = lambda c, p, inputs: unroll_cell(
+            c, p, inputs, initial_state=initial_state, lengths=lengths, resets=resets, mask=mask,
             reverse=reverse, time_major=time_major, **unroll_options,
         )
-        if key is None or not any(rates):
-            return run(cell, params)
-        drawn = draw_masks(key, rates, cell, params, xs, initial_state, time_major)
-        return run(dropped, (params, drawn))
+        run_cell, run_params, inputs = cell, params, xs
+        if zoning and key is not None:
+            key, zone_key = jax.random.split(key)
+        if key is not None and any(rates):
+            drawn = draw_masks(key, rates, cell, params, xs, initial_state, time_major)
+            run_cell, run_params = dropped, (params, drawn)
+        if zoning:
+            time, _, state = step_shapes(cell, params, xs, initial_state, time_major)
+            zone_rates = zoneout_rates(zone, state)
+            run_cell = zoneout_cell(run_cell, zone_rates, key is not None)
+            if key is not None:
+                inputs = (xs, draw_zoneout(zone_key, zone_rates, state, time, time_major))
+        return run(run_cell, run_params, inputs)
 
     return Layer(init, apply)
 
 
 @same_for_same_arguments
-def bidirectional(cell_fw, cell_bw, *, merge: str = "concat", time_major: bool = False,
+def bidirectional(cell_fw, cell_bw, *, merge="concat", time_major: bool = False,
                   **layer_options) -> Layer:
     """Both directions over a sequence: TF1's `bidirectional_dynamic_rnn`, torch's
     `bidirectional=True`.
@@ -129,7 +156,9 @@ def bidirectional(cell_fw, cell_bw, *, merge: str = "concat", time_major: bool =
     Args:
       cell_fw, cell_bw: `Cell`s (or bare step functions) or `Layer`s.
       merge: how `ys` combines the directions: `"concat"` (fw then bw on the last
-        axis), `"sum"`, `"mean"`, or `"pair"` (the tuple `(ys_fw, ys_bw)`).
+        axis), `"sum"`, `"mean"`, `"mul"` (elementwise product, Keras's
+        `merge_mode="mul"`), `"pair"` (the tuple `(ys_fw, ys_bw)`), or a function
+        `merge(ys_fw, ys_bw) -> ys`.
       time_major: `xs` and `ys` are `(time, batch, ...)`.
       **layer_options: passed to `layer` for each `Cell` (dropout rates, `unroll`,
         `remat`, ...).
@@ -138,30 +167,31 @@ def bidirectional(cell_fw, cell_bw, *, merge: str = "concat", time_major: bool =
       A `Layer` with params `(params_fw, params_bw)` and state `(state_fw,
       state_bw)` (also the structure of `initial_state`).
     """
-    if merge not in _MERGES:
-        raise ValueError(f"merge must be one of {sorted(_MERGES)}; got {merge!r}")
+    if not callable(merge) and not (isinstance(merge, str) and merge in _MERGES):
+        raise ValueError(f"merge must be one of {sorted(_MERGES)} or a function "
+                         f"merge(ys_fw, ys_bw) -> ys; got {merge!r}")
     fw = _as_layer(cell_fw, "cell_fw", time_major=time_major, **layer_options)
     if isinstance(cell_bw, Layer):
         bw = _time_reversed(cell_bw, time_major)
     else:
         bw = layer(as_cell(cell_bw, "cell_bw"), reverse=True, time_major=time_major,
                    **layer_options)
-    merge_fn = _MERGES[merge]
+    merge_fn = merge if callable(merge) else _MERGES[merge]
 
     def init(key):
         key_fw, key_bw = jax.random.split(key)
         return fw.init(key_fw), bw.init(key_bw)
 
-    def apply(params, xs, *, lengths=None, resets=None, initial_state=None, key=None):
+    def apply(params, xs, *, lengths=None, resets=None, mask=None, initial_state=None, key=None):
         params_fw, params_bw = _pair("params", params)
         state_fw, state_bw = (None, None) if initial_state is None else _pair(
             "initial_state", initial_state
         )
         key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
         ys_fw, final_fw = fw.apply(params_fw, xs, lengths=lengths, resets=resets,
-                                   initial_state=state_fw, key=key_fw)
+                                   initial_state=state_fw, key=key_fw, **_masked(mask))
         ys_bw, final_bw = bw.apply(params_bw, xs, lengths=lengths, resets=resets,
-                                   initial_state=state_bw, key=key_bw)
+                                   initial_state=state_bw, key=key_bw, **_masked(mask))
         return merge_fn(ys_fw, ys_bw), (final_fw, final_bw)
 
     return Layer(init, apply)
@@ -222,7 +252,7 @@ def stack(
     def init(key):
         return tuple(lay.init(k) for lay, k in zip(layers, jax.random.split(key, n)))
 
-    def apply(params, xs, *, lengths=None, resets=None, initial_state=None, key=None):
+    def apply(params, xs, *, lengths=None, resets=None, mask=None, initial_state=None, key=None):
         params = _per_layer("params", params, n)
         states = (None,) * n if initial_state is None else _per_layer(
             "initial_state", initial_state, n
@@ -231,16 +261,16 @@ def stack(
         finals = []
         for i, lay in enumerate(layers):
             ys, final = lay.apply(params[i], xs, lengths=lengths, resets=resets,
-                                  initial_state=states[i], key=keys[2 * i])
+                                  initial_state=states[i], key=keys[2 * i], **_masked(mask))
             if rate and key is not None and i < n - 1:
                 ys = jax.tree_util.tree_map(
                     lambda a: a * keep_mask(keys[2 * i + 1], rate, a.shape, a.dtype), ys
                 )
             if residual_at[i] and _same_shapes(ys, xs, strict, f"layer {i}"):
-                # Padding stays zero, as in every layer's ys.
+                # Steps that do not run stay zero, as in every layer's ys.
                 ys = jax.tree_util.tree_map(
-                    lambda y, x: y + masks.valid_multiplier(lengths, x, time_major) * x, ys, xs
-                )
+                    lambda y, x: y + masks.valid_multiplier(lengths, x, time_major, mask) * x,
+                    ys, xs)
             xs = ys
             finals.append(final)
         return xs, tuple(finals)
@@ -256,6 +286,7 @@ _MERGES = {
     ),
     "sum": lambda fw, bw: jax.tree_util.tree_map(jnp.add, fw, bw),
     "mean": lambda fw, bw: jax.tree_util.tree_map(lambda a, b: (a + b) / 2, fw, bw),
+    "mul": lambda fw, bw: jax.tree_util.tree_map(jnp.multiply, fw, bw),
     "pair": lambda fw, bw: (fw, bw),
 }
 
@@ -269,15 +300,22 @@ def _as_layer(item, name: str, **layer_options) -> Layer:
 def _time_reversed(inner: Layer, time_major: bool) -> Layer:
     """`inner` run on each row reversed within its length, outputs reversed back."""
 
-    def apply(params, xs, *, lengths=None, resets=None, initial_state=None, key=None):
+    def apply(params, xs, *, lengths=None, resets=None, mask=None, initial_state=None, key=None):
         flip = lambda tree: masks.reverse_within_lengths(tree, lengths, time_major)
-        # A reset before reading step t in reverse is one before its flipped step.
+        # A reset before reading step t in reverse is one before its flipped
+        # step; a skipped step is skipped in the flipped sequence too.
         resets = None if resets is None else flip(resets)
+        mask = None if mask is None else flip(mask)
         ys, final = inner.apply(params, flip(xs), lengths=lengths, resets=resets,
-                                initial_state=initial_state, key=key)
+                                initial_state=initial_state, key=key, **_masked(mask))
         return flip(ys), final
 
     return Layer(inner.init, apply)
+
+
+def _masked(mask) -> dict:
+    """`mask=` for an inner `Layer.apply`, only when given: a user's Layer may lack it."""
+    return {} if mask is None else {"mask": mask}
 
 
 def _same_shapes(ys, xs, strict: bool, where: str) -> bool:

@@ -1,4 +1,5 @@
-"""The one encoding of "row `b` is valid up to `lengths[b]`", and what derives from it."""
+"""The one encoding of "row `b` is valid up to `lengths[b]`" (and, with a `mask`,
+"step `t` of row `b` runs where `mask` is true"), and what derives from it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,25 @@ def valid_steps(lengths, time: int, time_major: bool = True) -> jax.Array:
     return valid if time_major else valid.T
 
 
-def valid_multiplier(lengths, a: jax.Array, time_major: bool) -> jax.Array:
-    """1 where a step of `a` (`(batch, time, ...)` or time-major) is within its
-    row's length, 0 past it, in `a`'s dtype; broadcasts against `a`."""
+def step_validity(lengths, mask, time: int):
+    """Bool `(time, batch)`: true where step `t` of row `b` runs, `t < lengths[b]`
+    and `mask[t, b]` (`mask` bool `(time, batch)`); None when both are None."""
     if lengths is None:
+        return mask
+    valid = valid_steps(lengths, time)
+    return valid if mask is None else valid & mask
+
+
+def valid_multiplier(lengths, a: jax.Array, time_major: bool, mask=None) -> jax.Array:
+    """1 where a step of `a` (`(batch, time, ...)` or time-major) runs (within
+    its row's length and where `mask`, in `a`'s layout, is true), 0 elsewhere,
+    in `a`'s dtype; broadcasts against `a`."""
+    if mask is not None:
+        mask = jnp.asarray(mask) if time_major else jnp.asarray(mask).T
+    valid = step_validity(lengths, mask, a.shape[0 if time_major else 1])
+    if valid is None:
         return jnp.ones((), a.dtype)
-    valid = valid_steps(lengths, a.shape[0 if time_major else 1], time_major)
+    valid = valid if time_major else valid.T
     return valid.reshape(valid.shape + (1,) * (a.ndim - 2)).astype(a.dtype)
 
 

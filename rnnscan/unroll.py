@@ -24,7 +24,7 @@ from rnnscan.cell import as_cell, split_step
 from rnnscan.plan import Operands, Plan
 from rnnscan.validation import (
     check_bool, check_lengths, check_positive_int, check_recurrent_kernel, check_remat,
-    check_resets, check_same_structure, check_step, check_unroll, check_xs, is_chunk_size,
+    check_same_structure, check_step_mask, check_step, check_unroll, check_xs, is_chunk_size,
 )
 
 METHODS = ("auto", "sequential", "scan", "kernel", "associative")
@@ -35,13 +35,14 @@ class _ArgNames(NamedTuple):
     xs: str = "xs"
     lengths: str = "lengths"
     resets: str = "resets"
+    mask: str = "mask"
 
 
 _TF_NAMES = _ArgNames("inputs", "sequence_length")
 
 
 def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, reset_state=None,
-           reverse: bool = False, time_major: bool = False,
+           mask=None, reverse: bool = False, time_major: bool = False,
            unroll: Optional[Union[int, bool]] = None, remat=False,
            return_all_states: bool = False, method: str = "auto"):
     """Runs `cell` over the time axis of `xs`.
@@ -64,9 +65,15 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
         default a fresh state, `cell.initial_state(params, (batch,))` (zeros
         for a bare step function), whatever `initial_state` is: that one is
         only the state before step 0 (carried over from the previous rollout).
+      mask: bool `(batch, time)` (`(time, batch)` with `time_major`), holes
+        allowed: a false step is skipped, as a step past the length is (the
+        state carried through unchanged, a reset on it included; output zero).
+        With `lengths`, a step runs where both allow it. The final state is the
+        state after the row's last step that ran.
       reverse: run from the last step to the first. Outputs stay aligned with
         their inputs (`ys[:, t]` comes from `xs[:, t]`), and with `lengths` each
         row starts at its own last valid step: padding never enters the state.
+        With `mask`, the steps run backwards and false ones are skipped.
       time_major: layout of `xs`, `ys` (and `resets`, the returned states).
       unroll: steps per scan iteration (`True` unrolls fully); default per
         backend (`rnnscan.tuning`).
@@ -100,11 +107,11 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method=method)
     return _run(_ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
-                options)
+                options, mask)
 
 
 def truncated_unroll(cell, params, xs, chunk_size: int, *, initial_state=None, lengths=None,
-                     resets=None, reset_state=None, reverse: bool = False,
+                     resets=None, reset_state=None, mask=None, reverse: bool = False,
                      time_major: bool = False, unroll: Optional[Union[int, bool]] = None,
                      remat: Union[bool, str] = False, return_all_states: bool = False):
     """`unroll` with truncated backprop through time (TBPTT) in chunks of `chunk_size` steps.
@@ -132,7 +139,7 @@ def truncated_unroll(cell, params, xs, chunk_size: int, *, initial_state=None, l
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method="scan", truncate=chunk_size)
     return _run(_ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
-                options)
+                options, mask)
 
 
 def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None,
@@ -147,17 +154,19 @@ def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None,
                 dict(time_major=time_major))
 
 
-def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, options):
+def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, options,
+         mask=None):
     the_plan = make_plan(cell, params, xs, initial_state=initial_state, lengths=lengths,
-                         resets=resets, reset_state=reset_state, names=names, **options)
+                         resets=resets, reset_state=reset_state, mask=mask, names=names,
+                         **options)
     as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by make_plan
     return execute(the_plan, params, xs, initial_state, as_array(lengths), as_array(resets),
-                   reset_state)
+                   reset_state, as_array(mask))
 
 
 def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None,
-              reset_state=None, reverse=False, time_major=False, unroll=None, remat=False,
-              return_all_states=False, method="auto", truncate=None, backend=None,
+              reset_state=None, mask=None, reverse=False, time_major=False, unroll=None,
+              remat=False, return_all_states=False, method="auto", truncate=None, backend=None,
               names: _ArgNames = _ArgNames()) -> Plan:
     """The `Plan` that `unroll` (or `truncated_unroll` with `truncate=chunk_size`)
     runs for these arguments, after checking every one of them. Arrays may be
@@ -169,7 +178,8 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     return_all_states = check_bool("return_all_states", return_all_states)
     batch, time = check_xs(names.xs, xs, time_major)
     check_lengths(names.lengths, lengths, batch, time)
-    check_resets(names.resets, resets, batch, time, time_major)
+    check_step_mask(names.resets, resets, batch, time, time_major)
+    check_step_mask(names.mask, mask, batch, time, time_major)
     check_unroll(unroll)
     check_remat(remat)
     if not (isinstance(method, str) and method in METHODS):
@@ -191,7 +201,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
                     return_all_states=return_all_states,
                     unroll=backend.unroll if unroll is None else unroll)
     strategy = _strategy(method, split, params, h0, xs, lengths, resets, time, unroll,
-                         remat, chunk, backend)
+                         remat, chunk, backend, mask)
     if strategy in ("kernel", "associative"):
         return Plan(strategy, **settings)
     remat_policy = False if chunk is not None else remat
@@ -208,7 +218,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
 
 
 def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, remat, chunk,
-              backend) -> str:
+              backend, mask=None) -> str:
     """The strategy `method` names for this call: `"kernel"`, `"associative"` or
     `"scan"` (the planner turns that into the plain or the chunked scan)."""
     linear = split.linear if split else None
@@ -234,6 +244,7 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
         return "scan"
     why_not = "the cell has no compiled kernel" if kernel is None else (
         "remat checkpoints the scan" if remat is not False or chunk is not None else
+        "a mask with holes needs the scan (the kernel reads lengths only)" if mask is not None else
         kernel.unsupported(params, h0, _abstract(xs), lengths=lengths, resets=resets))
     if method == "kernel":
         if why_not is not None:
@@ -250,7 +261,7 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
 
 @functools.partial(jax.jit, static_argnums=0)
 def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=None,
-            reset_state=None):
+            reset_state=None, mask=None):
     """Runs `plan` (from `make_plan`, for the same arguments): what `unroll` returns."""
     cell = plan.cell
     batch, time = check_xs("xs", xs, plan.time_major)
@@ -265,12 +276,12 @@ def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=Non
             reverse=plan.reverse, time_major=plan.time_major, all_states=plan.return_all_states)
         return (ys, h_final, states) if plan.return_all_states else (ys, h_final)
 
-    valid = None
     if lengths is not None:
         checkify.debug_check(
             jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]"
         )
-        valid = masks.valid_steps(lengths, time)
+    valid = masks.step_validity(
+        lengths, None if mask is None else tree.time_to_front(mask, plan.time_major), time)
     ops = Operands(tree.time_to_front(xs, plan.time_major), h0, valid,
                    None if resets is None else tree.time_to_front(resets, plan.time_major),
                    None if resets is None else reset_state)

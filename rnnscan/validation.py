@@ -124,19 +124,20 @@ def check_lengths(name: str, lengths, batch: int, time: int):
     return jnp.asarray(lengths)
 
 
-def check_resets(name: str, resets, batch: int, time: int, time_major: bool):
-    """`resets` as a bool array `(batch, time)` (`(time, batch)` with `time_major`)."""
-    if resets is None:
+def check_step_mask(name: str, value, batch: int, time: int, time_major: bool):
+    """A bool mask over the steps (`resets`, `mask`) as an array `(batch, time)`
+    (`(time, batch)` with `time_major`)."""
+    if value is None:
         return None
     expected = (time, batch) if time_major else (batch, time)
-    shape = np.shape(resets)
+    shape = np.shape(value)
     if shape != expected:
         layout = "(time, batch)" if time_major else "(batch, time)"
         raise ValueError(f"{name} must have shape {layout} = {expected}; got shape {shape}")
-    dtype = jnp.result_type(resets)
+    dtype = jnp.result_type(value)
     if dtype != jnp.bool_:
-        raise TypeError(f"{name} must be a bool mask; got dtype {dtype} (use resets.astype(bool))")
-    return jnp.asarray(resets)
+        raise TypeError(f"{name} must be a bool mask; got dtype {dtype} (use {name}.astype(bool))")
+    return jnp.asarray(value)
 
 
 def is_chunk_size(remat) -> bool:

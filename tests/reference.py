@@ -57,18 +57,61 @@ def gru_step(p, h, x, *, reset_after=True, act="tanh"):
     return h_new, h_new
 
 
+def layer_norm(v, gain, bias, eps=1e-5):
+    """Ba et al. 2016, eq. (4): `v` normalised over its last axis, then `gain * . + bias`."""
+    mean = v.mean(-1, keepdims=True)
+    std = np.sqrt(((v - mean) ** 2).mean(-1, keepdims=True) + eps)
+    return (v - mean) / std * gain + bias
+
+
+def layer_norm_lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_clip=None,
+                         act="tanh"):
+    """The LayerNorm-LSTM of Ba et al. 2016 (supplementary material; haste's
+    LayerNormLSTM): separately normalised input and recurrent pre-activations, and
+    the cell normalised before the output tanh; gates in rnnscan's i, f, g, o order."""
+    h, c = state
+    ln = lambda v, k: layer_norm(v, p[f"ln_{k}_gain"], p[f"ln_{k}_bias"])
+    z = ln(x @ p["w_ih"], "ih") + ln(h @ p["w_hh"], "hh") + p.get("b", 0.0)
+    zi, zf, zg, zo = np.split(z, 4, axis=-1)
+    c_new = sigmoid(zf + forget_bias) * c + sigmoid(zi) * ACT[act](zg)
+    if cell_clip is not None:
+        c_new = np.clip(c_new, -cell_clip, cell_clip)
+    h_new = sigmoid(zo) * ACT[act](ln(c_new, "c"))
+    if "w_proj" in p:
+        h_new = h_new @ p["w_proj"]
+        if proj_clip is not None:
+            h_new = np.clip(h_new, -proj_clip, proj_clip)
+    return (h_new, c_new), h_new
+
+
+def layer_norm_gru_step(p, h, x, *, act="tanh"):
+    """haste's LayerNormGRU: torch's GRU equations with `x @ w_ih` and `h @ w_hh`
+    each layer-normalised (Ba et al. 2016) before the biases are added."""
+    ln = lambda v, k: layer_norm(v, p[f"ln_{k}_gain"], p[f"ln_{k}_bias"])
+    x_r, x_z, x_n = np.split(ln(x @ p["w_ih"], "ih") + p.get("b", 0.0), 3, axis=-1)
+    h_r, h_z, h_n = np.split(ln(h @ p["w_hh"], "hh"), 3, axis=-1)
+    r = sigmoid(x_r + h_r)
+    z = sigmoid(x_z + h_z)
+    n = ACT[act](x_n + r * (h_n + p.get("b_hn", 0.0)))
+    h_new = (1.0 - z) * n + z * h
+    return h_new, h_new
+
+
 def rnn_step(p, h, x, *, act="tanh"):
     h_new = ACT[act](x @ p["w_ih"] + h @ p["w_hh"] + p.get("b", 0.0))
     return h_new, h_new
 
 
-def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False, reset_state=None):
+def loop_unroll(step, xs, h0, *, lengths=None, resets=None, mask=None, reverse=False,
+                reset_state=None):
     """A plain Python loop over rows and time, batch-major `xs` `(B, T, F)`.
 
     Each row is read from step 0 to `lengths[b] - 1` (from `lengths[b] - 1` down
     to 0 with `reverse`); outputs elsewhere are zero and the state is untouched.
     `resets[b, t]` puts the row's state to `reset_state` (default zeros shaped
     like `h0`) before step t.
+    Where `mask[b, t]` is false, step t is skipped: not read, output zero, the
+    state (and any reset on it) untouched.
     `step(h, x) -> (h, y)` works on one row; `h0` is a tuple of per-row-batched
     arrays (a pytree of `(B, size)` given as a tuple or a single array).
     Returns `(ys (B, T, out), final_state, states (B, T, ...))`.
@@ -90,13 +133,15 @@ def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False, reset
         row_y = [None] * T
         row_states = [None] * T
         for t in order:
+            if mask is not None and not mask[b][t]:
+                continue
             if resets is not None and resets[b][t]:
                 h = fresh
             h_out, y = step(h[0] if single else h, xs[b, t])
             h = (h_out,) if single else tuple(h_out)
             row_y[t] = np.asarray(y)
             row_states[t] = h
-        # Steps never read (past the length) output zero and hold the state of
+        # Steps never read (past the length, masked out) output zero and hold the state of
         # the nearest step read before them in scan order.
         scan_order = range(T - 1, -1, -1) if reverse else range(T)
         carried = init

@@ -1,5 +1,5 @@
 """Gated recurrent unit: torch/cuDNN/Keras (`reset_after=True`) and TF1 `GRUCell`
-(`reset_after=False`) variants."""
+(`reset_after=False`) variants, and haste's `LayerNormGRU`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from rnnscan.cells._common import (
     resolve_activation,
     split_keys,
 )
-from rnnscan.validation import check_features
+from rnnscan.cells.layer_norm import init_layer_norm, layer_norm as normalize, refusal
+from rnnscan.validation import check_bool, check_features
 
 
 @same_for_same_arguments
@@ -31,6 +32,7 @@ def gru(
     compute_dtype=None,
     kernel_init=None,
     recurrent_init=None,
+    layer_norm: bool = False,
 ) -> Cell:
     """A GRU cell with gates in torch's order (reset, update, new).
 
@@ -41,6 +43,12 @@ def gru(
         n = act(x_n + (r * h) @ w_n)            reset_after=False (TF1 GRUCell)
         h' = (1 - z) * n + z * h
 
+    With `layer_norm` (haste's `LayerNormGRU`, after Ba et al. 2016;
+    `rnnscan.cells.layer_norm`), `x @ w_ih` and `h @ w_hh` are each normalised
+    over their `3H` features, times a gain plus a bias, before they are split
+    and the biases `b` and `b_hn` added: `LN_ih(x @ w_ih) + b` and
+    `LN_hh(h @ w_hh)` in place of `x @ w_ih + b` and `h @ w_hh` above.
+
     Args:
       input_size: features of `x`, `(*batch, input_size)`.
       hidden_size: size of the state `h`.
@@ -48,13 +56,19 @@ def gru(
       activation: name or function for the candidate (default tanh).
       use_bias: whether the cell has biases `b` (and `b_hn`).
       param_dtype, compute_dtype, kernel_init, recurrent_init: as in `rnnscan.lstm`.
+      layer_norm: the LayerNorm-GRU (above); needs `reset_after=True`.
 
     Returns:
       A `Cell` with state `h` `(*batch, hidden_size)`, output `h`, and params
       `{"w_ih": (input_size, 3H), "w_hh": (H, 3H), "b": (3H,), "b_hn": (H,)}`
-      (`b_hn`, the recurrent bias inside the reset, only with `reset_after`).
+      (`b_hn`, the recurrent bias inside the reset, only with `reset_after`),
+      with `layer_norm` also `ln_ih_gain`, `ln_ih_bias`, `ln_hh_gain`,
+      `ln_hh_bias` `(3H,)` (gains 1, biases 0).
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    if check_bool("layer_norm", layer_norm) and not reset_after:
+        # The reset gate would apply inside the normalised product (r * h) @ w_n.
+        raise refusal("reset_after", reset_after)
     act = resolve_activation(activation)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()
@@ -71,13 +85,16 @@ def gru(
             params["b"] = prec.zeros((3 * H,))
             if reset_after:
                 params["b_hn"] = prec.zeros((H,))
+        if layer_norm:
+            params.update(init_layer_norm(prec.param_dtype, ih=3 * H, hh=3 * H))
         return params
 
     def initial_state(params, batch_shape=()):
         del params
         return prec.zeros(tuple(batch_shape) + (H,))
 
-    fused_update = _fused_update(prec) if reset_after and act is jnp.tanh else None
+    fused = reset_after and act is jnp.tanh and not layer_norm
+    fused_update = _fused_update(prec) if fused else None
 
     def project_inputs(params, x):
         # One array per gate: a step then reads each at a single offset, which
@@ -85,6 +102,8 @@ def gru(
         # `_fused_update`). The bias is added as the product is split, in one pass.
         check_features(x, input_size)
         xp = prec.matmul(x, params["w_ih"])
+        if layer_norm:
+            xp = normalize(xp, params, "ih")
         if use_bias:
             xp = xp + params["b"]
         return tuple(jnp.split(xp, 3, axis=-1))
@@ -97,7 +116,9 @@ def gru(
             h = fused_update(w_hh, b_hn, h, x_r, x_z, x_n)
             return h, h
         if reset_after:
-            h_r, h_z, h_n = jnp.split(prec.matmul(h, w_hh), 3, axis=-1)
+            hp = prec.matmul(h, w_hh)
+            h_r, h_z, h_n = jnp.split(normalize(hp, params, "hh") if layer_norm else hp, 3,
+                                      axis=-1)
             r = jax.nn.sigmoid(x_r + h_r)
             z = jax.nn.sigmoid(x_z + h_z)
             n = act(x_n + r * (h_n + b_hn))

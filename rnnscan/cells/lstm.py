@@ -1,5 +1,5 @@
 """Long short-term memory: torch/cuDNN and TF1 `LSTMCell` semantics, peepholes,
-cell clipping and an output projection (LSTMP)."""
+cell clipping, an output projection (LSTMP) and layer normalisation."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from rnnscan.cells._common import (
     resolve_activation,
     split_keys,
 )
+from rnnscan.cells.layer_norm import init_layer_norm, layer_norm as normalize, refusal
 from rnnscan.kernels import lstm as lstm_kernel
-from rnnscan.validation import check_features
+from rnnscan.validation import check_bool, check_features
 
 
 class LSTMState(NamedTuple):
@@ -47,6 +48,7 @@ def lstm(
     compute_dtype=None,
     kernel_init=None,
     recurrent_init=None,
+    layer_norm: bool = False,
 ) -> Cell:
     """An LSTM cell with gates in torch's order (input, forget, cell, output).
 
@@ -58,7 +60,12 @@ def lstm(
 
     which is TF1's `LSTMCell` (`use_peepholes`, `cell_clip`, `num_proj`,
     `proj_clip`, `forget_bias`) and, with `forget_bias=0`, torch's `nn.LSTM`
-    (`proj_size`).
+    (`proj_size`). With `layer_norm`, the LayerNorm-LSTM of Ba et al. (2016;
+    haste's `LayerNormLSTM`; `rnnscan.cells.layer_norm`), `LN_k(v)` being `v`
+    normalised over its features, times the gain `ln_k_gain`, plus `ln_k_bias`:
+
+        g  = LN_ih(x @ w_ih) + LN_hh(h @ w_hh) + b
+        h' = σ(o) * act(LN_c(c'))  [@ w_proj, clipped]    (c' as above, not normalised)
 
     Args:
       input_size: features of `x`, `(*batch, input_size)`.
@@ -74,13 +81,19 @@ def lstm(
         products accumulate in `param_dtype`. Default: `param_dtype`.
       kernel_init, recurrent_init: `jax.nn.initializers` for `w_ih` (default
         Glorot uniform) and `w_hh` (default orthogonal).
+      layer_norm: the LayerNorm-LSTM (above). Combines with every option but
+        `peephole`; it runs on the scan (no compiled kernel).
 
     Returns:
       A `Cell` with state `LSTMState(h, c)`, output `h`, and params
       `{"w_ih": (input_size, 4H), "w_hh": (P, 4H), "b": (4H,), "w_peep": (3, H),
-      "w_proj": (H, P)}` (`P = proj_size or H`; the last two only when used).
+      "w_proj": (H, P)}` (`P = proj_size or H`; the last two only when used),
+      with `layer_norm` also `ln_ih_gain`, `ln_ih_bias`, `ln_hh_gain`,
+      `ln_hh_bias` `(4H,)` and `ln_c_gain`, `ln_c_bias` `(H,)` (gains 1, biases 0).
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size, proj_size=proj_size)
+    if check_bool("layer_norm", layer_norm) and peephole:
+        raise refusal("peephole", peephole)
     act = resolve_activation(activation)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()
@@ -100,6 +113,8 @@ def lstm(
             params["w_peep"] = jax.random.uniform(k_peep, (3, H), prec.param_dtype, -0.1, 0.1)
         if proj_size:
             params["w_proj"] = prec.initialize(kernel_init, k_proj, (H, proj_size))
+        if layer_norm:
+            params.update(init_layer_norm(prec.param_dtype, ih=4 * H, hh=4 * H, c=H))
         return params
 
     def initial_state(params, batch_shape=()):
@@ -111,12 +126,13 @@ def lstm(
     # into the gate math, rather than in a separate pass over the projected inputs.
     forget_offset = np.zeros((4 * H,))
     forget_offset[H : 2 * H] = forget_bias
-    plain = act is jnp.tanh and not peephole and cell_clip is None
+    plain = act is jnp.tanh and not peephole and cell_clip is None and not layer_norm
     fused_update = _fused_update(prec) if plain else None
 
     def project_inputs(params, x):
         check_features(x, input_size)
-        return prec.matmul(x, params["w_ih"])
+        xp = prec.matmul(x, params["w_ih"])
+        return normalize(xp, params, "ih") if layer_norm else xp
 
     def recurrent_step(params, state, xp):
         h, c = state
@@ -127,7 +143,9 @@ def lstm(
         if fused_update is not None:
             h, c = fused_update(params["w_hh"], h, c, xp)
         else:
-            i, f, j, o = jnp.split(xp + prec.matmul(h, params["w_hh"]), 4, axis=-1)
+            hp = prec.matmul(h, params["w_hh"])
+            i, f, j, o = jnp.split(xp + (normalize(hp, params, "hh") if layer_norm else hp), 4,
+                                   axis=-1)
             if peephole:
                 w_i, w_f, w_o = params["w_peep"]
                 i = i + w_i * c
@@ -137,7 +155,7 @@ def lstm(
                 c = jnp.clip(c, -cell_clip, cell_clip)
             if peephole:
                 o = o + w_o * c
-            h = jax.nn.sigmoid(o) * act(c)
+            h = jax.nn.sigmoid(o) * act(normalize(c, params, "c") if layer_norm else c)
         if proj_size:
             h = prec.matmul(h, params["w_proj"])
             if proj_clip is not None:
@@ -150,8 +168,10 @@ def lstm(
     # The kernel runs the plain float32 LSTM only.
     kernel_fits = plain and not proj_size and prec.param_dtype == jnp.float32 and (
         prec.compute_dtype in (None, prec.param_dtype))
+    # Normalised, h @ w_hh is no longer a term added to xp: no hoisted gradient.
     return Cell.split(init, initial_state, project_inputs, recurrent_step,
-                      recurrent_kernel="w_hh", rowwise=True, state_dropout=(True, False),
+                      recurrent_kernel=None if layer_norm else "w_hh", rowwise=True,
+                      state_dropout=(True, False),
                       kernel=lstm_kernel.sequence_kernel(forget_bias, use_bias) if kernel_fits
                       else None)
 
