@@ -170,3 +170,41 @@ def test_from_torch_rejects_other_modules():
         rs.interop.from_torch(torch.nn.Linear(2, 3))
     with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
         rs.interop.from_torch("lstm")
+
+
+def test_torch_state_dict_prefix():
+    """A real model's state dict: the RNN's keys carry its name; other keys are ignored."""
+    meta, a = golden("torch_gru")
+    weights = prefixed(a, "param/")
+    model_dict = {f"encoder.rnn.{k}": v for k, v in weights.items()}
+    model_dict |= {"embed.weight": np.zeros((7, 4)), "head.bias": np.zeros(3, np.float64)}
+    sizes = dict(input_size=meta["input_size"], hidden_size=meta["hidden_size"])
+    for prefix in (None, "encoder.rnn", "encoder.rnn."):
+        cell, params = rs.interop.from_torch_state_dict("GRU", model_dict, prefix=prefix, **sizes)
+        assert params["w_ih"].dtype == np.float32  # the other keys' float64 is not the RNN's
+        ys, _ = rs.unroll(cell, params, a["x"], lengths=a["lengths"],
+                          initial_state=jnp.asarray(a["h0"][0]))
+        np.testing.assert_allclose(ys, a["y"], **TOL)
+
+    two = model_dict | {f"decoder.rnn.{k}": v for k, v in weights.items()}
+    with pytest.raises(ValueError, match=r"got 2, under the prefixes \['decoder.rnn.', 'encoder.rnn.'\]"):
+        rs.interop.from_torch_state_dict("GRU", two, **sizes)
+    with pytest.raises(ValueError, match=r"prefix='encoder' names none .* their prefixes are \['encoder.rnn.'\]"):
+        rs.interop.from_torch_state_dict("GRU", model_dict, prefix="encoder", **sizes)
+    with pytest.raises(ValueError, match="got 0, keys"):
+        rs.interop.from_torch_state_dict("GRU", {"embed.weight": np.zeros(3)}, **sizes)
+
+
+def test_torch_state_dict_prefix_live():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Module()
+    net.embed = torch.nn.Embedding(10, 3)
+    net.lstm = torch.nn.LSTM(3, 5, num_layers=2, batch_first=True)
+    state_dict = {k: v.numpy() for k, v in net.state_dict().items()}
+    layer, params = rs.interop.from_torch_state_dict("LSTM", state_dict, input_size=3,
+                                                     hidden_size=5, num_layers=2,
+                                                     batch_first=True)
+    x = torch.randn(2, 6, 3)
+    np.testing.assert_allclose(layer.apply(params, x.numpy())[0],
+                               net.lstm(x)[0].detach().numpy(), **TOL)
