@@ -58,7 +58,6 @@ def test_layer_and_its_dropout_key():
     np.testing.assert_array_equal(module(XS, key=key)[0], layer.apply(module.params, XS, key=key)[0])
 
 
-@pytest.mark.xfail(strict=False, reason="cells equal by configuration: core change pending")
 def test_module_rebuilt_does_not_recompile():
     run = eqx.filter_jit(lambda module, xs: module(xs)[0])
     run(rnnscan.equinox.RNN(rs.lstm(F, H), key=jax.random.key(0)), XS)

@@ -18,8 +18,6 @@ F, H, T = 4, 6, 7
 XS = np.random.default_rng(0).standard_normal((3, T, F)).astype(np.float32)
 LENGTHS = np.array([7, 2, 5])  # >= 1: flax's seq_lengths reads the carry at lengths - 1
 TOL = dict(rtol=2e-5, atol=2e-5)
-XFAIL_EQUAL = pytest.mark.xfail(strict=False,
-                                reason="cells equal by configuration: core change pending")
 
 
 def flax_lstm_to_rnnscan(p):
@@ -105,7 +103,6 @@ def test_nnx_equals_unroll_and_trains_one_step():
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
-@XFAIL_EQUAL
 def test_linen_cell_built_in_compact_does_not_recompile():
     class Model(nn.Module):
         @nn.compact
@@ -119,7 +116,6 @@ def test_linen_cell_built_in_compact_does_not_recompile():
     assert compiled == []
 
 
-@XFAIL_EQUAL
 def test_nnx_module_rebuilt_does_not_recompile():
     run = nnx.jit(lambda module, xs: module(xs)[0])
     run(rnnscan.flax.NnxRNN(rs.lstm(F, H), rngs=nnx.Rngs(0)), XS)
