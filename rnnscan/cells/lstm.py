@@ -73,7 +73,10 @@ def lstm(
       proj_size: if set, `h` is projected to this size (LSTMP).
       peephole: diagonal peephole connections from `c` to the gates.
       cell_clip, proj_clip: clip `c` / the projected `h` to `[-clip, clip]`.
-      forget_bias: constant added to the forget gate's pre-activation.
+      forget_bias: constant added to the forget gate's pre-activation. The default
+        1.0 is TF1's and Keras's; torch's `nn.LSTM` and flax's `LSTMCell` have
+        none, so a cell given their weights needs `forget_bias=0.0`
+        (`rs.interop.from_torch` sets it).
       activation: name or function for the cell input and output (default tanh).
       use_bias: whether the cell has the bias `b`.
       param_dtype: dtype of the params and the carried state.
