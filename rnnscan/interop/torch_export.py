@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnscan.cell import Cell, check_same_structure
+from rnnscan.cell import Cell
+from rnnscan.validation import check_same_structure
 from rnnscan.cells import gru, lstm, rnn
 from rnnscan.interop.torch import (
     TorchConfig,
