@@ -2,14 +2,15 @@
 
 from rnnscan import interop
 from rnnscan.cell import Cell
-from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, rnn
+from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, paragru, paralstm, rnn
 from rnnscan.layers import Layer, bidirectional, layer, multi_cell, stack
+from rnnscan.newton import Newton, NewtonInfo
 from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "LSTMState", "Layer", "bidirectional", "dynamic_rnn", "gru", "interop", "layer",
-    "lru", "lstm", "mingru", "minlstm", "multi_cell", "rnn", "stack", "truncated_unroll",
-    "unroll",
+    "Cell", "LSTMState", "Layer", "Newton", "NewtonInfo", "bidirectional", "dynamic_rnn", "gru",
+    "interop", "layer", "lru", "lstm", "mingru", "minlstm", "multi_cell", "paragru", "paralstm",
+    "rnn", "stack", "truncated_unroll", "unroll",
 ]

@@ -1,8 +1,9 @@
 """Library cells, one module per family."""
 
+from rnnscan.cells.diagonal import paragru, paralstm
 from rnnscan.cells.gru import gru
 from rnnscan.cells.linear import lru, mingru, minlstm
 from rnnscan.cells.lstm import LSTMState, lstm
 from rnnscan.cells.rnn import rnn
 
-__all__ = ["LSTMState", "gru", "lru", "lstm", "mingru", "minlstm", "rnn"]
+__all__ = ["LSTMState", "gru", "lru", "lstm", "mingru", "minlstm", "paragru", "paralstm", "rnn"]
