@@ -1,44 +1,35 @@
 """Any recurrent cell parallel over time: Newton's method on the associative scan.
 
-The states of a sequence solve T equations at once, `h_t = f(h_{t-1}, x_t)`.
-Each Newton iteration linearises them around the current guess: the correction
-is the linear recurrence `δ_t = J_t δ_{t-1} + r_t` (`J_t` the step's Jacobian in
-the state, `r_t = f(h_{t-1}, x_t) - h_t` the residual), which
-`jax.lax.associative_scan` evaluates in O(log T) depth. This is DEER (Lim et al.,
-ICLR 2024); the diagonal Jacobian is quasi-DEER (Gonzalez et al., NeurIPS 2024).
+The states solve T equations at once, `h_t = f(h_{t-1}, x_t)`; a Newton step
+corrects a guess by the linear recurrence `δ_t = J_t δ_{t-1} + r_t` (`J_t` the
+step's Jacobian in the state, `r_t = f(h_{t-1}, x_t) - h_t`), O(log T) deep on
+`jax.lax.associative_scan`: DEER (Lim et al. 2024), quasi-DEER with a diagonal
+Jacobian (Gonzalez et al. 2024). Use it on a device with parallelism to spend,
+for small states or Jacobians diagonal by construction (`rs.paragru`,
+`rs.paralstm`) and dynamics that forget; on a CPU the sequential scan stays
+faster (`benchmarks/results/newton_cpu.md`).
 
-When to use it: long sequences on a device with parallelism to spend (a GPU or
-TPU), a cell whose state is small or whose Jacobian is diagonal by construction
-(`rs.paragru`, `rs.paralstm`), dynamics that forget (contractive steps converge
-in a few iterations). On a CPU the sequential scan stays faster
-(`benchmarks/results/newton_cpu.md`).
+Convergence: each iteration makes at least one more step exact, whatever the
+Jacobian approximation: at most T iterations. Full Jacobian: quadratic near the
+solution, a handful of iterations on contractive cells; the diagonal of a dense
+Jacobian: quasi-Newton, linear. Per batch row the step uses `J_t / (1 + λ)`; a
+step that is not finite or grows the largest residual is replaced by the
+fixed-point step `h_t ← f(h_{t-1}, x_t)` and raises `λ` (accepted steps lower it
+to `Newton.damping`), so iterations cannot diverge; a solve that misses the
+tolerance within `max_iterations` is redone by the sequential scan. (ELK solves
+the Levenberg-Marquardt step with a Kalman smoother; this is a cheaper guard.)
 
-Convergence: every iteration makes at least one more step exact (any Jacobian
-approximation does: step `t` is exact once steps before it are), so it ends in
-at most T iterations. With the full Jacobian the convergence is quadratic near
-the solution: a handful of iterations. The diagonal of a dense cell's Jacobian is
-quasi-Newton: linear convergence, more iterations. Each iteration is safeguarded
-per batch row: the Newton step uses `J_t / (1 + λ)`, and a step that makes the
-largest residual grow, or is not finite, is replaced by the fixed-point step
-`h_t ← f(h_{t-1}, x_t)` (itself exact one step further), raising `λ`; accepted
-steps lower it towards `Newton.damping`. (ELK proper solves the
-Levenberg-Marquardt step with a Kalman smoother; this is its cheaper cousin.)
+Cost per iteration (T steps, B rows, n state numbers a row): full, n
+Jacobian-vector products per step, O(T B n^3) work, O(T B n^2) memory; declared
+per-unit blocks, one product per state leaf, O(T B n); the diagonal of a dense
+Jacobian, n products (in chunks), O(T B n) scan work and memory.
 
-Cost per iteration, for T steps, B rows, state size n: the full Jacobian takes n
-Jacobian-vector products of the step per time step and O(T B n^3) work in the
-scan, O(T B n^2) memory, O(log T) depth; a declared diagonal (or per-unit block)
-Jacobian takes one product per state leaf and O(T B n) work; the diagonal of a
-dense Jacobian still takes n products (in chunks, O(T B n) memory) and O(T B n)
-scan work.
-
-Gradients (reverse mode; forward mode is not defined): the implicit function
-theorem at the solution, no differentiation through the iterations. The
-adjoints solve `λ_t = g_t + J_{t+1}^T λ_{t+1}` with the exact Jacobian: on the
-reversed associative scan with the full (or declared block) Jacobian; for
-`jacobian="diagonal"` on a dense state larger than `AUTO_FULL_MAX`, with a
-sequential `lax.scan` of vector-Jacobian products (O(T) depth). Then one
-time-parallel VJP of the step gives the cotangents of params, inputs, the
-initial state and the reset state. Memory O(T x state) beyond the Jacobians.
+Gradients (reverse mode only), by the implicit function theorem at the solution:
+the adjoints `λ_t = g_t + J_{t+1}^T λ_{t+1}`, exact, on the reversed associative
+scan with the full or declared-block Jacobian (for `jacobian="diagonal"` on a
+dense state above `AUTO_FULL_MAX`: a sequential `lax.scan` of VJPs, O(T) deep);
+then one time-parallel VJP of the step for params, inputs, initial and reset
+state.
 """
 
 from __future__ import annotations
@@ -49,16 +40,16 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
+from rnnscan.cell import check_positive_int
 from rnnscan.cells.diagonal import has_diagonal_jacobian
 
 JACOBIANS = ("auto", "full", "diagonal")
 
-# The largest flattened state for which `jacobian="auto"` forms the full Jacobian
-# (and `"diagonal"` forms it for the exact adjoint): T * B * n^2 numbers, 2 GiB
-# in float32 at T = 16384, B = 8, n = 64.
+# The largest flat state for which "auto" forms the full Jacobian (and "diagonal"
+# does, for the exact adjoint): T B n^2 numbers, 2 GiB in float32 at T = 16384, B = 8.
 AUTO_FULL_MAX = 64
-
 DEFAULT_MAX_ITERATIONS = 100
 
 # Elements of one chunk of Jacobian-vector products: bounds the memory of forming
@@ -75,16 +66,15 @@ class Newton(NamedTuple):
         per-unit blocks of a cell that declares them (`rs.paragru`,
         `rs.paralstm`). `"auto"`: the declared structure where there is one,
         else full up to `AUTO_FULL_MAX` state numbers per row, else diagonal.
-      damping: `λ_min >= 0`, the least damping of the Newton step, which uses
-        `J_t / (1 + λ)`; `λ` adapts per row above it (see the module doc). 0:
-        plain Newton while it makes progress.
+      damping: `λ_min >= 0`: the step uses `J_t / (1 + λ)`, `λ` adapting per row
+        above it (module doc); 0: plain Newton while it makes progress.
       max_iterations: a cap, at most T (more are never needed); default
-        `min(T, DEFAULT_MAX_ITERATIONS)`. Hitting it leaves the residual above
-        `tolerance`: `return_info` reports it.
-      tolerance: stop once `max |h_t - f(h_{t-1}, x_t)|` over every step and
-        row is at most `tolerance * max(1, max |h_t|)` (relative to the states'
-        scale, so that rounding cannot keep it above); default `8 * eps` of
-        the state dtype (9.5e-7 in float32).
+        `min(T, DEFAULT_MAX_ITERATIONS)`. If the iterations reach it without
+        meeting `tolerance`, the states are computed by the sequential scan
+        instead (never a wrong answer; `NewtonInfo.converged` is then False).
+      tolerance: stop once `max |h_t - f(h_{t-1}, x_t)| <= tolerance * max(1,
+        max |h_t|)` over all steps and rows (scaled, so rounding cannot keep it
+        above); default `8 * eps` of the state dtype (9.5e-7 in float32).
       return_info: also return a `NewtonInfo`.
     """
 
@@ -96,9 +86,9 @@ class Newton(NamedTuple):
 
 
 class NewtonInfo(NamedTuple):
-    """How the solve went, scalars over the batch: `iterations` (int32), the final
-    `residual` `max |h_t - f(h_{t-1}, x_t)|`, and whether it `converged` (met
-    `Newton.tolerance`)."""
+    """How the solve went, scalars over the batch: `iterations` (int32), the last
+    iterate's `residual` `max |h_t - f(h_{t-1}, x_t)|`, and whether it
+    `converged` (met `Newton.tolerance`; if not, the sequential scan ran)."""
 
     iterations: jax.Array
     residual: jax.Array
@@ -115,13 +105,7 @@ def newton_options(method) -> Newton:
         raise ValueError(f"Newton.jacobian must be one of {JACOBIANS}; got {method.jacobian!r}")
     _check_number("damping", method.damping, allow_zero=True)
     if method.max_iterations is not None:
-        if isinstance(method.max_iterations, bool) or not isinstance(
-                method.max_iterations, (int, np.integer)):
-            raise TypeError("Newton.max_iterations must be a positive int or None; got "
-                            f"{method.max_iterations!r}")
-        if method.max_iterations <= 0:
-            raise ValueError("Newton.max_iterations must be a positive int or None; got "
-                             f"{method.max_iterations}")
+        check_positive_int("Newton.max_iterations", method.max_iterations)
     if method.tolerance is not None:
         _check_number("tolerance", method.tolerance, allow_zero=False)
     if not isinstance(method.return_info, (bool, np.bool_)):
@@ -129,7 +113,7 @@ def newton_options(method) -> Newton:
     return method
 
 
-def _check_number(name, value, *, allow_zero):
+def _check_number(name, value, *, allow_zero):  # damping, tolerance
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"Newton.{name} must be a real number; got {value!r}")
     if not (value >= 0 if allow_zero else value > 0) or not np.isfinite(value):
@@ -179,24 +163,12 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
         zeros = jax.tree_util.tree_map(jnp.zeros_like, y)
         return tree_where(ok, flat(h), v), tree_where(ok, y, zeros)
 
-    if time == 0:
-        def body(v, inputs):
-            v, y = masked_step(params, v, inputs[0], flat(reset_state), *inputs[1:])
-            return v, (y, v)
-
-        h_final, out = jax.lax.scan(body, flat(h0), (xs, valid, resets))
-        info = NewtonInfo(jnp.int32(0), jnp.zeros((), flat(h0).dtype), jnp.bool_(True))
-        return _results(unflat(h_final), out, unflat, return_all_states, options, info)
-
-    flip = (lambda t: jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), t)) if reverse else (
-        lambda t: t)
+    flip = lambda t: jax.tree_util.tree_map(lambda a: jnp.flip(a, 0), t) if reverse else t
     xs, valid, resets = flip((xs, valid, resets))
     steps = jax.vmap(masked_step, in_axes=(None, 0, 0, None, 0, 0))
     layout = _layout(options.jacobian, diagonal_jacobian, h0, n)
-    backward_layout = layout if layout != (n, 1) or diagonal_jacobian else (
-        (1, n) if n <= AUTO_FULL_MAX else None)
-    dtype = flat(h0).dtype
-    tol = options.tolerance or 8 * float(jnp.finfo(dtype).eps)
+    backward_layout = layout if layout[2] else (1, n, True) if n <= AUTO_FULL_MAX else None
+    tol = options.tolerance or 8 * float(jnp.finfo(flat(h0).dtype).eps)
     cap = min(time, options.max_iterations or DEFAULT_MAX_ITERATIONS)
 
     def states_map(params, h_prev, xs, reset_v, valid, resets):
@@ -207,16 +179,20 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
     def solve(params, xs, h0_v, reset_v, valid, resets):
         f = functools.partial(states_map, params, xs=xs, reset_v=reset_v, valid=valid,
                               resets=resets)
-        return _solve(f, h0_v, time, layout, options.damping, tol, cap)
+
+        def sequential():
+            one = lambda v, inputs: (masked_step(params, v, inputs[0], reset_v, *inputs[1:])[0],) * 2
+            return jax.lax.scan(one, h0_v, (xs, valid, resets))[1]
+
+        return _solve(f, sequential, h0_v, time, layout, options.damping, tol, cap)
 
     def solve_fwd(*args):
-        hs, info = solve(*args)
-        return (hs, info), (*args, hs)
+        out = solve(*args)
+        return out, (*args, out[0])
 
     def solve_bwd(res, cotangents):
         params, xs, h0_v, reset_v, valid, resets, hs = res
-        g = cotangents[0]
-        h_prev = _shift(h0_v, hs)
+        g, h_prev = cotangents[0], _shift(h0_v, hs)
         if backward_layout is None:
             adjoint = _sequential_adjoint(
                 lambda v, x, ok, reset: masked_step(params, v, x, reset_v, ok, reset)[0],
@@ -236,58 +212,44 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
 
     solve.defvjp(solve_fwd, solve_bwd)
     h0_v, reset_v = flat(h0), flat(reset_state)
-    hs, info = solve(params, xs, h0_v, reset_v, valid, resets)
-    info = jax.tree_util.tree_map(jax.lax.stop_gradient, info)
-    _, ys = steps(params, _shift(h0_v, hs), xs, reset_v, valid, resets)
-    h_final = unflat(hs[-1])
-    ys, hs = flip((ys, hs))
-    return _results(h_final, (ys, hs), unflat, return_all_states, options, info)
-
-
-def _results(h_final, out, unflat, return_all_states, options, info):
-    ys, hs = out
+    if time:
+        hs, info = solve(params, xs, h0_v, reset_v, valid, resets)
+        info = jax.tree_util.tree_map(jax.lax.stop_gradient, info)
+        h_prev, h_final = _shift(h0_v, hs), unflat(hs[-1])
+    else:
+        hs = h_prev = jnp.zeros((0,) + h0_v.shape, h0_v.dtype)
+        info, h_final = NewtonInfo(jnp.int32(0), jnp.zeros((), h0_v.dtype), jnp.bool_(True)), h0
+    ys, hs = flip((steps(params, h_prev, xs, reset_v, valid, resets)[1], hs))
     out = (ys, jax.vmap(unflat)(hs)) if return_all_states else ys
     return (h_final, out, info) if options.return_info else (h_final, out)
 
 
 def _flattener(h0):
-    """`flat(state) -> (batch, n)` (leaves raveled after the batch axis, joined)
-    and its inverse `unflat`, for states of `h0`'s structure."""
-    leaves, treedef = jax.tree_util.tree_flatten(h0)
-    shapes = [np.shape(a)[1:] for a in leaves]
-    dtypes = [jnp.result_type(a) for a in leaves]
-    cuts = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
-
-    def flat(state):
-        parts = [a.reshape(a.shape[:1] + (-1,)) for a in jax.tree_util.tree_leaves(state)]
-        return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
-
-    def unflat(v):
-        parts = jnp.split(v, cuts, axis=-1)
-        return jax.tree_util.tree_unflatten(treedef, [
-            p.reshape(p.shape[:1] + s).astype(d) for p, s, d in zip(parts, shapes, dtypes)])
-
-    return flat, unflat
+    """`flat(state) -> (batch, n)` (each row's leaves raveled and joined, in leaf
+    order) and its inverse `unflat`, for states of `h0`'s structure."""
+    row = jax.tree_util.tree_map(lambda a: jnp.zeros(np.shape(a)[1:], jnp.result_type(a)), h0)
+    return jax.vmap(lambda state: ravel_pytree(state)[0]), jax.vmap(ravel_pytree(row)[1])
 
 
 def _layout(jacobian, diagonal_jacobian, h0, n):
-    """The Jacobian's blocks, `(units, k)`: `(1, n)` full, `(n, 1)` diagonal,
-    `(size, L)` the L x L blocks of a per-unit-diagonal state of L leaves."""
+    """The Jacobian's blocks `(units, k, exact)`: `(1, n)` full, `(n, 1)` diagonal,
+    `(size, L)` the L x L blocks of a declared per-unit state of L leaves; `exact`:
+    the blocks are the whole Jacobian, so k products (one per column) form them."""
     if jacobian == "full" or (jacobian == "auto" and not diagonal_jacobian and n <= AUTO_FULL_MAX):
-        return (1, n)
+        return (1, n, True)
     if not diagonal_jacobian:
-        return (n, 1)
-    sizes = {int(np.prod(np.shape(a)[1:])) for a in jax.tree_util.tree_leaves(h0)}
+        return (n, 1, False)
+    leaves = jax.tree_util.tree_leaves(h0)
+    sizes = sorted({int(np.prod(np.shape(a)[1:])) for a in leaves})
     if len(sizes) != 1:
-        raise ValueError(
-            "diagonal_jacobian=True needs state leaves of one size (unit u of each leaf "
-            f"depends on unit u of every leaf); got sizes {sorted(sizes)}")
-    return (sizes.pop(), len(jax.tree_util.tree_leaves(h0)))
+        raise ValueError("diagonal_jacobian=True needs state leaves of one size (unit u of "
+                         f"each leaf depends on unit u of every leaf); got sizes {sizes}")
+    return (sizes[0], len(leaves), True)
 
 
 def _to_blocks(v, layout):
     """`(..., n)` flat vectors as `(..., units, k)`: unit u's k numbers."""
-    units, k = layout
+    units, k, _ = layout
     return v.reshape(v.shape[:-1] + (k, units)).swapaxes(-1, -2)
 
 
@@ -297,10 +259,10 @@ def _from_blocks(b, layout):
 
 def _jacobian(lin, v, layout):
     """The blocks `(time, batch, units, k, k)` of the Jacobian whose product is `lin`."""
-    units, k = layout
+    units, k, exact = layout
     n = v.shape[-1]
     chunk = max(1, _CHUNK_ELEMENTS // v.size)
-    if k == 1 and units > 1:
+    if not exact:
         # The diagonal of a dense Jacobian: entry j of the product with e_j.
         entry = lambda j: lin(jnp.broadcast_to(jax.nn.one_hot(j, n, dtype=v.dtype), v.shape))[..., j]
         return jnp.moveaxis(_map(entry, n, chunk), 0, -1)[..., None, None]
@@ -340,14 +302,13 @@ def _shift(h0_v, hs):
     return jnp.concatenate([h0_v[None], hs[:-1]])
 
 
-def _solve(states_map, h0_v, time, layout, damping, tol, cap):
-    """The states `(time, batch, n)` that `states_map(h_prev) = h` solves, and info."""
+def _solve(states_map, sequential, h0_v, time, layout, damping, tol, cap):
+    """The states `(time, batch, n)` that `states_map(h_prev) = h` solves, and info;
+    from `sequential()` where the iterations did not converge within `cap`."""
 
-    def residual(h):
-        return states_map(_shift(h0_v, h)) - h
+    residual = lambda h: states_map(_shift(h0_v, h)) - h
 
-    def worst(r):  # per row
-        return jnp.max(jnp.abs(r), axis=(0, 2))
+    worst = lambda r: jnp.max(jnp.abs(r), axis=(0, 2))  # per row
 
     def body(carry):
         it, h, r, lam = carry
@@ -363,8 +324,7 @@ def _solve(states_map, h0_v, time, layout, damping, tol, cap):
         lam = jnp.where(ok, jnp.maximum(lam / 4, damping), jnp.maximum(4 * lam, 1.0))
         return it + 1, h_next, r_next, lam
 
-    def converged(h, r):
-        return jnp.max(jnp.abs(r)) <= tol * jnp.maximum(1, jnp.max(jnp.abs(h)))
+    converged = lambda h, r: jnp.max(jnp.abs(r)) <= tol * jnp.maximum(1, jnp.max(jnp.abs(h)))
 
     def cond(carry):
         it, h, r, _ = carry
@@ -373,7 +333,8 @@ def _solve(states_map, h0_v, time, layout, damping, tol, cap):
     h = jnp.broadcast_to(h0_v, (time,) + h0_v.shape)
     lam = jnp.full(h0_v.shape[:1], damping, h0_v.dtype)
     it, h, r, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), h, residual(h), lam))
-    return h, NewtonInfo(it, jnp.max(jnp.abs(r)), converged(h, r))
+    done = converged(h, r)
+    return jax.lax.cond(done, lambda: h, sequential), NewtonInfo(it, jnp.max(jnp.abs(r)), done)
 
 
 def _sequential_adjoint(one_step, h_prev, xs, valid, resets, g):
@@ -381,7 +342,7 @@ def _sequential_adjoint(one_step, h_prev, xs, valid, resets, g):
 
     def body(mu, inputs):  # mu = J_{t+1}^T λ_{t+1}
         v, x, ok, reset, g_t = inputs
-        lam = g_t + mu
+        lam = g_t + mu  # λ_t
         return jax.vjp(lambda v: one_step(v, x, ok, reset), v)[1](lam)[0], lam
 
     return jax.lax.scan(body, jnp.zeros_like(g[0]), (h_prev, xs, valid, resets, g),

@@ -258,8 +258,10 @@ def test_converges_within_time_steps_where_newton_overshoots():
 def test_iteration_cap_and_info():
     cell, params, xs, h0, _ = setup("lstm")
     options = Newton(jacobian="diagonal", max_iterations=2, return_info=True)
-    *_, info = run_newton(cell, params, xs, h0, h0, options=options)
+    h_final, ys, info = run_newton(cell, params, xs, h0, h0, options=options)
     assert int(info.iterations) == 2 and not bool(info.converged) and float(info.residual) > 0
+    # Not converged: the sequential scan's states instead, exact all the same.
+    assert_close((h_final, ys), run_sequential(cell, params, xs, h0, h0))
     *_, info = run_newton(cell, params, xs, h0, h0, options=options._replace(max_iterations=None))
     assert bool(info.converged) and int(info.iterations) <= T
 
@@ -293,7 +295,7 @@ def test_diagonal_cells_declare_their_jacobian_and_run_sequentially():
 
 @pytest.mark.parametrize("options, error, match", [
     (Newton(jacobian="dense"), ValueError, r"jacobian must be one of .*'dense'"),
-    (Newton(max_iterations=0), ValueError, r"max_iterations must be a positive int .*got 0"),
+    (Newton(max_iterations=0), ValueError, r"Newton.max_iterations must be a positive int; got 0"),
     (Newton(max_iterations=2.5), TypeError, r"max_iterations .*2\.5"),
     (Newton(tolerance=0.0), ValueError, r"tolerance must be finite and > 0; got 0"),
     (Newton(tolerance=-1e-3), ValueError, r"tolerance .*-0\.001"),
