@@ -2,15 +2,17 @@
 
 from rnnscan import interop
 from rnnscan.cell import Cell, LinearRecurrence, SplitStep
-from rnnscan.cells import LSTMState, gru, lru, lstm, mingru, minlstm, multi_cell, rnn
+from rnnscan.cells import (LSTMState, gru, lru, lstm, mingru, minlstm, multi_cell, paragru,
+                           paralstm, rnn)
 from rnnscan.layers import Layer, bidirectional, layer, stack
+from rnnscan.newton import Newton, NewtonInfo
 from rnnscan.sampling import sample
 from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "LSTMState", "Layer", "LinearRecurrence", "SplitStep", "bidirectional",
-    "dynamic_rnn", "gru", "interop", "layer", "lru", "lstm", "mingru", "minlstm", "multi_cell",
-    "rnn", "sample", "stack", "truncated_unroll", "unroll",
+    "Cell", "LSTMState", "Layer", "LinearRecurrence", "Newton", "NewtonInfo", "SplitStep",
+    "bidirectional", "dynamic_rnn", "gru", "interop", "layer", "lru", "lstm", "mingru", "minlstm",
+    "multi_cell", "paragru", "paralstm", "rnn", "sample", "stack", "truncated_unroll", "unroll",
 ]

@@ -116,6 +116,10 @@ class SplitStep:
       linear: a `LinearRecurrence` when the step is linear in its state, which
         lets `unroll` run it on `jax.lax.associative_scan`.
       kernel: a `SequenceKernel` that runs the whole sequence.
+      diagonal_jacobian: the step's Jacobian in the state is diagonal per unit
+        (its leaves all of size n; unit u of each new leaf depends only on unit
+        u of each old leaf): `method="newton"` then solves exactly at O(n) a
+        step (`rs.paragru`, `rs.paralstm`).
       state_dropout: per leaf of the state, whether variational state dropout
         (`rs.layer(state_dropout=...)`) applies to it; None: to every leaf. An
         LSTM drops `h`, not its memory cell `c` (as Keras and TF1 do).
@@ -127,6 +131,7 @@ class SplitStep:
     rowwise: bool = False
     linear: Optional[LinearRecurrence] = None
     kernel: Optional[SequenceKernel] = None
+    diagonal_jacobian: bool = False
     state_dropout: Optional[tuple] = None
 
     def __call__(self, params, h, x):

@@ -19,16 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from rnnscan import associative, chunked, masks, scan, tree, tuning
+from rnnscan import associative, chunked, masks, newton, scan, tree, tuning
 from rnnscan.cell import as_cell, split_step
+from rnnscan.newton_options import Newton, newton_options
 from rnnscan.plan import Operands, Plan
 from rnnscan.validation import (
     check_bool, check_lengths, check_positive_int, check_recurrent_kernel, check_remat,
     check_same_structure, check_step_mask, check_step, check_unroll, check_xs, is_chunk_size,
 )
 
-METHODS = ("auto", "sequential", "scan", "kernel", "associative")
-_RUN = {"scan": scan.run, "chunked": chunked.run, "associative": associative.run}
+METHODS = ("auto", "sequential", "scan", "kernel", "associative", "newton")
+_RUN = {"scan": scan.run, "chunked": chunked.run, "associative": associative.run,
+        "newton": newton.run}
 
 
 class _ArgNames(NamedTuple):
@@ -91,7 +93,11 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
         state (`rs.mingru`, `rs.minlstm`, `rs.lru`); every option but `unroll`
         and `remat`. `"auto"` (default): the associative scan for linear cells on
         sequences long enough for it to be faster on the backend, else as
-        `"sequential"`. Every method gives the same results.
+        `"sequential"`. `"newton"` or `rs.Newton(...)` (its options): any cell
+        parallel over time, by Newton iterations each a linear recurrence on
+        the associative scan (`rnnscan.newton`); with `rs.Newton(return_info=True)`
+        a last element `rs.NewtonInfo` says how it converged. Every method gives
+        the same results (Newton's to its tolerance).
 
     Returns:
       `(ys, final_state)`, or `(ys, final_state, states)` with
@@ -182,8 +188,8 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     check_step_mask(names.mask, mask, batch, time, time_major)
     check_unroll(unroll)
     check_remat(remat)
-    if not (isinstance(method, str) and method in METHODS):
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if not (isinstance(method, Newton) or isinstance(method, str) and method in METHODS):
+        raise ValueError(f"method must be one of {METHODS} or an rnnscan.Newton; got {method!r}")
 
     h0 = jax.eval_shape(lambda p, s: initial_state_of(cell, p, s, batch), params, initial_state)
     if reset_state is not None:
@@ -200,6 +206,13 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     settings = dict(cell=cell, reverse=reverse, time_major=time_major,
                     return_all_states=return_all_states,
                     unroll=backend.unroll if unroll is None else unroll)
+    if isinstance(method, Newton) or method == "newton":
+        options = newton_options(method)
+        for name, value, unset in (("remat", remat, False), ("unroll", unroll, None)):
+            if value is not unset:
+                raise ValueError(f"{name}={value!r} sets the sequential scan; method='newton' "
+                                 f"has no scan steps: leave {name} unset")
+        return Plan("newton", newton=options, **settings)
     strategy = _strategy(method, split, params, h0, xs, lengths, resets, time, unroll,
                          remat, chunk, backend, mask)
     if strategy in ("kernel", "associative"):
@@ -285,12 +298,12 @@ def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=Non
     ops = Operands(tree.time_to_front(xs, plan.time_major), h0, valid,
                    None if resets is None else tree.time_to_front(resets, plan.time_major),
                    None if resets is None else reset_state)
-    h_final, out = _RUN[plan.strategy](plan, params, ops)
+    h_final, out, *info = _RUN[plan.strategy](plan, params, ops)  # info: Newton's, if asked
     if plan.return_all_states:
         ys, states = out
         return (tree.time_to_front(ys, plan.time_major), h_final,
-                tree.time_to_front(states, plan.time_major))
-    return tree.time_to_front(out, plan.time_major), h_final
+                tree.time_to_front(states, plan.time_major), *info)
+    return (tree.time_to_front(out, plan.time_major), h_final, *info)
 
 
 def initial_state_of(cell, params, initial_state, batch: int):

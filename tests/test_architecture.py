@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rnnscan"
 LAYERS = [
     ("tree", "masks", "validation", "tuning"),
     ("cell", "plan"),
-    ("scan", "chunked", "associative", "newton", "kernels"),
+    ("scan", "chunked", "associative", "newton", "newton_options", "kernels"),
     ("cells",),
     ("unroll",),
     ("dropout", "layers"),
