@@ -59,9 +59,20 @@ else
 fi
 group memory --configs medium --modes train --memory --rounds 1 --reps 3 \
   --peers rnnscan,torch,flax,jax_cudnn
+# method="newton" against the sequential scan: iterations and time, T = 1024 and 16384.
+left=$((BUDGET - SECONDS - 25))
+if ((left >= 60)); then
+  echo "== newton ($left s left)"
+  newton_args=(--quick --out "$WORK/gpu-newton")
+  if [[ -n "${TINY:-}" ]]; then newton_args=(--times 32 --cells paragru --reps 1 --out "$WORK/gpu-newton"); fi
+  timeout $((left < 200 ? left : 200)) python benchmarks/newton.py "${newton_args[@]}" \
+    || { echo "== newton: failed or timed out (rc=$?)"; FAILED+=("newton"); }
+else
+  echo "== newton: skipped, ${left}s left"; FAILED+=("newton (no time)")
+fi
 
 shopt -s nullglob
-results=("$WORK"/gpu-*.json)
+results=("$WORK"/gpu-[!n]*.json)  # the harness runs; newton has its own table
 if ((${#results[@]})); then
   python -m rnnscan.bench --report "${results[@]}" --out "$OUT" --name gpu
   cat "$OUT/gpu.md"

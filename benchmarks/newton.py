@@ -1,4 +1,4 @@
-"""Newton iterations (`rnnscan.newton.newton_scan`) against the sequential scan.
+"""Newton iterations (`rs.unroll(method=rs.Newton(...))`) against the sequential scan.
 
 For each cell, weight set and sequence length: the iterations Newton took to
 converge and the forward wall time of both (jit-compiled, compile excluded,
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnscan as rs
-from rnnscan.newton import Newton, newton_scan
+from rnnscan.newton import Newton
 
 CELLS = {  # name -> (constructor, hidden size, recurrent params)
     "gru": (rs.gru, 32, ("w_hh",)),
@@ -52,11 +52,7 @@ def newton_fn(cell, jacobian):
 
     @jax.jit
     def run(params, xs):
-        h0 = cell.initial_state(params, (xs.shape[0],))
-        xp = cell.project_inputs(params, jnp.swapaxes(xs, 0, 1))
-        h, ys, info = newton_scan(cell.recurrent_step, params, xp, h0, None, None, h0,
-                                  reverse=False, return_all_states=False, options=options)
-        return ys, h, info
+        return rs.unroll(cell, params, xs, method=options)
 
     return run
 
@@ -121,7 +117,7 @@ def main():
                         "jacobian": jacobian, "T": T, "batch": BATCH,
                         "iterations": int(info.iterations), "converged": bool(info.converged),
                         "residual": float(info.residual),
-                        "max_abs_diff": float(jnp.max(jnp.abs(ys - jnp.swapaxes(ys_seq, 0, 1)))),
+                        "max_abs_diff": float(jnp.max(jnp.abs(ys - ys_seq))),
                         "newton_ms": 1e3 * t_new, "sequential_ms": 1e3 * t_seq,
                         "ratio": t_new / t_seq,
                     })
