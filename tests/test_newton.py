@@ -181,7 +181,8 @@ def test_values_and_gradients_match_references(name, reverse):
     (h_final, (ys, states)), _ = values_and_grads(run_newton, cell, params, xs, h0, h0, **kwargs)
     np_params = jax.tree_util.tree_map(np.asarray, params)
     want = ref.loop_unroll(functools.partial(np_step, np_params), np.asarray(xs), as_tuple(h0),
-                           lengths=LENGTHS, resets=RESETS, reverse=reverse)
+                           lengths=LENGTHS, resets=RESETS, reverse=reverse,
+                           reset_state=as_tuple(h0))
     swap = lambda t: jax.tree_util.tree_map(lambda a: np.swapaxes(a, 0, 1), as_tuple(t))
     assert_close((swap(ys), as_tuple(h_final), swap(states)), want)
 
