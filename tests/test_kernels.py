@@ -1,14 +1,19 @@
 """rnnscan's compiled CPU LSTM kernel (`rnnscan/kernels`), which `unroll` uses for
-a plain float32 LSTM with a multiple of 16 units on a CPU.
+a plain float32 LSTM with a multiple of the variant's lanes as units on a CPU.
 
-References: the numpy LSTM equations stepped by a plain Python loop
-(`tests.reference`) for values; for derivatives, the same loop written with
-`jax.numpy` and differentiated by JAX, and finite differences. The torch golden
-files `lstm_h32` and `lstm_bidir_h16` (test_interop*) also run through the kernel.
-Every test first checks that the kernel, not the scan, ran.
+Every test runs once per kernel variant this CPU can execute (avx512, avx2,
+baseline), chosen with `RNNSCAN_KERNEL_ISA`. References: the numpy LSTM
+equations stepped by a plain Python loop (`tests.reference`) for values; for
+derivatives, the same loop written with `jax.numpy` and differentiated by JAX,
+and finite differences. Every test first checks that the variant's kernel, not
+the scan, ran.
 """
 
 import functools
+import os
+import re
+import shutil
+import shlex
 import warnings
 
 import jax
@@ -18,19 +23,33 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnscan as rs
+import rnnscan.kernels
+from rnnscan.kernels import build, loader
 from rnnscan.kernels import lstm as lstm_kernel
-from rnnscan.kernels import native
 from tests import reference as ref
 from tests.test_unroll import randomize
 
-pytestmark = pytest.mark.skipif(
-    jax.default_backend() != "cpu" or not native.loaded("lstm_cpu"),
-    reason="the CPU kernel runs on a CPU with a C++ compiler",
-)
+RUNNABLE = list(build.VARIANTS)[list(build.VARIANTS).index(loader.cpu_isa()):]
+VARIANTS = [v for v in RUNNABLE if loader.library("lstm_cpu", v) is not None]
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu" or not VARIANTS,
+                                reason="the kernels run on a CPU, once built")
+
+
+@pytest.fixture(autouse=True, params=VARIANTS)
+def variant(request, monkeypatch):
+    """The variant every test runs; jit caches are cleared around it, as the
+    variant is chosen when a function is traced."""
+    monkeypatch.setenv("RNNSCAN_KERNEL_ISA", request.param)
+    jax.clear_caches()
+    yield request.param
+    jax.clear_caches()
 
 
 def uses_kernel(fn, *args, target="rnnscan_lstm_forward") -> bool:
-    return target in jax.jit(fn).lower(*args).as_text()
+    """Whether `fn` runs the kernel `target` (the forward: saving or not) of the
+    variant under test."""
+    variant = os.environ["RNNSCAN_KERNEL_ISA"]
+    return re.search(f"@{target}(_saving)?_{variant}\\(", jax.jit(fn).lower(*args).as_text()) is not None
 
 
 def problem(batch=5, time=7, features=6, hidden=32, seed=0):
@@ -169,10 +188,10 @@ def test_forward_mode_second_order_and_vmap():
 
 
 def test_the_scan_runs_where_the_kernel_cannot(monkeypatch):
-    """20 units (not a multiple of 16), peepholes, bfloat16 products, float64
+    """18 units (not a multiple of any variant's lanes), peepholes, bfloat16 products, float64
     params, lengths, resets and remat take the scan; so does everything with
     `RNNSCAN_NATIVE=0`, with the kernel's numbers."""
-    for cell in [rs.lstm(6, 20), rs.lstm(6, 16, peephole=True),
+    for cell in [rs.lstm(6, 18), rs.lstm(6, 16, peephole=True),
                  rs.lstm(6, 16, compute_dtype=jnp.bfloat16)]:
         params = cell.init(jax.random.key(0))
         assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, problem()[2])
@@ -188,7 +207,7 @@ def test_the_scan_runs_where_the_kernel_cannot(monkeypatch):
     expected = run(params, xs)
     monkeypatch.setenv("RNNSCAN_NATIVE", "0")
     jax.clear_caches()
-    assert not native.enabled() and not uses_kernel(run, params, xs)
+    assert lstm_kernel.kernel(xs, h0.h) is None and not uses_kernel(run, params, xs)
     np.testing.assert_allclose(run(params, xs)[0], expected[0], rtol=2e-5, atol=2e-5)
     jax.clear_caches()
 
@@ -204,12 +223,28 @@ def test_nan_propagates():
     assert not np.isnan(ys[2, :3]).any() and not np.isnan(np.delete(ys, 2, axis=0)).any()
 
 
-def test_a_failed_build_warns_and_reports_no_kernel(monkeypatch, tmp_path):
-    monkeypatch.setenv("RNNSCAN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
-    with pytest.warns(RuntimeWarning, match="could not build its C.. kernel 'lstm_cpu'"):
-        assert native._build_and_register("lstm_cpu") is False
-    assert list(tmp_path.glob("*.so")) == []
+def test_the_install_built_every_variant(variant):
+    """`pip install` (or `python -m rnnscan.kernels` in a source tree) builds every
+    variant; a missing one would leave its CPUs on the scan."""
+    if shutil.which(shlex.split(os.environ.get("CXX", "c++"))[0]) is None:
+        pytest.skip("no C++ compiler: the install is pure JAX")
+    assert [v for v in build.VARIANTS if loader.library("lstm_cpu", v) is None] == []
+
+
+def test_info_names_the_variant_in_use_or_why_none(variant, monkeypatch):
+    info = rnnscan.kernels.info()
+    assert info["backend"] == "cpu" and info["isa"].startswith(("x86-64", "baseline"))
+    assert info["variant"] == variant and variant in info["built"]
+    monkeypatch.setenv("RNNSCAN_NATIVE", "0")
+    assert loader.info()["variant"] is None and "RNNSCAN_NATIVE" in loader.info()["why"]
+
+
+def test_a_missing_library_warns_once_and_the_scan_runs(monkeypatch):
+    monkeypatch.setattr(loader, "library", lambda source, variant: None)
+    monkeypatch.setattr(loader, "_loaded", {})
+    cell, params, xs, h0 = problem(hidden=16)
+    with pytest.warns(RuntimeWarning, match="kernel 'lstm_cpu' .* is unavailable"):
+        assert lstm_kernel.kernel(xs, h0.h) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert native.loaded("lstm_cpu")  # the registered build is untouched
+        assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, xs)

@@ -145,19 +145,12 @@ def lstm(
     def step(params, state, x):
         return recurrent_step(params, state, project_inputs(params, x))
 
-    def sequence_kernel(params, state, xs, *, reverse, time_major, all_states):
-        weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
-        if not lstm_kernel.supports(xs, state.h, state.c, *weights):
-            return None
-        bias = forget_offset.astype(np.float32)
-        if use_bias:
-            bias = params["b"] + bias
-        hs, c = lstm_kernel.recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h,
-                                       state.c, reverse, not time_major, all_states)
-        last = lambda states: lstm_kernel.last_step(states, reverse, not time_major)
-        if all_states:
-            return LSTMState(last(hs), last(c)), hs, LSTMState(hs, c)
-        return LSTMState(last(hs), c), hs, None
+    def sequence_kernel(params, state, xs, *, reverse, time_major, all_states, lengths=None,
+                        resets=None, reset_state=None):
+        return lstm_kernel.sequence(params, state, xs, lengths=lengths, resets=resets,
+                                    reset_state=reset_state, reverse=reverse,
+                                    time_major=time_major, all_states=all_states,
+                                    forget_bias=forget_bias, use_bias=use_bias)
 
     # The kernel runs the plain float32 LSTM only.
     kernel_fits = plain and not proj_size and prec.param_dtype == jnp.float32 and (

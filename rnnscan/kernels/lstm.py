@@ -25,25 +25,24 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from rnnscan.cells._common import is_symbolic_zero
-from rnnscan.kernels import native
+from rnnscan.kernels import loader
 from rnnscan.unroll import time_to_front
 
-LANES = 16  # the kernel's vector width: it steps 16 units of every gate at a time
+def kernel(xs, h0, *arrays) -> loader.Kernel | None:
+    """The kernel variant `recurrence` can run on these operands with, or None:
+    on a CPU, all in float32, `xs` `(time, batch, I)` (or batch-major) and not
+    empty, `h0` `(batch, H)` with a multiple of the variant's lanes as units, and
+    with the kernel built."""
+    lib = loader.load("lstm_cpu")
+    fits = (lib is not None and jnp.ndim(xs) == 3 and jnp.size(xs) > 0
+            and jnp.ndim(h0) == 2 and jnp.shape(h0)[-1] % lib.lanes == 0
+            and all(jnp.result_type(a) == jnp.float32 for a in (xs, h0, *arrays)))
+    return lib if fits else None
 
 
-def supports(xs, h0, *arrays) -> bool:
-    """Whether `recurrence` can run on these operands: on a CPU, all in float32,
-    `xs` `(time, batch, I)` (or batch-major) and not empty, `h0` `(batch, H)` with
-    a multiple of 16 units, and with the kernel built."""
-    return (jax.default_backend() == "cpu" and jnp.ndim(xs) == 3 and jnp.size(xs) > 0
-            and jnp.ndim(h0) == 2 and jnp.shape(h0)[-1] % LANES == 0
-            and all(jnp.result_type(a) == jnp.float32 for a in (xs, h0, *arrays))
-            and native.loaded("lstm_cpu"))
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8, 9))
 def recurrence(xs, w_ih, w_hh, bias, h0, c0, reverse: bool, batch_major: bool,
-               all_states: bool):
+               all_states: bool, lib: loader.Kernel):
     """Every step's `h`, and every step's or the last `c`, of an LSTM (gates
     `i, f, j, o`, torch's order).
 
@@ -55,22 +54,23 @@ def recurrence(xs, w_ih, w_hh, bias, h0, c0, reverse: bool, batch_major: bool,
       reverse: run from the last step to the first.
       batch_major: the layout of `xs` and of the results.
       all_states: return every step's `c`, not the last one's alone.
+      lib: the variant to run (`kernel`).
 
     Returns:
       `(hs, cs)`, each `(time, batch, H)` (or batch-major), the state after each
       step; or `(hs, c)`, `c` `(batch, H)` after the last step.
     """
     if all_states:
-        return _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major)[:2]
+        return _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major, lib)[:2]
     results = _states(xs, h0) + [jax.ShapeDtypeStruct(c0.shape, c0.dtype)]
-    return _call("rnnscan_lstm_forward", results, xs, *_panels(w_ih, w_hh), bias, h0, c0,
-                 hidden=h0.shape[-1], reverse=reverse, batch_major=batch_major)
+    return _call(lib, "rnnscan_lstm_forward", results, xs, *_panels(lib, w_ih, w_hh), bias, h0,
+                 c0, hidden=h0.shape[-1], reverse=reverse, batch_major=batch_major)
 
 
-def _recurrence_jvp(reverse, batch_major, all_states, primals, tangents):
+def _recurrence_jvp(reverse, batch_major, all_states, lib, primals, tangents):
     xs, w_ih, w_hh, bias, h0, c0 = primals
     d_xs, d_w_ih, d_w_hh, d_bias, d_h0, d_c0 = tangents
-    hs, cs, gates = _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major)
+    hs, cs, gates = _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major, lib)
     # dz_t = d_x_t @ w_ih + x_t @ d_w_ih + d_bias + h_{t-1} @ d_w_hh + dh_{t-1} @ w_hh:
     # every term but the last for all steps at once, off the loop.
     flat = lambda a, w: (a.reshape(-1, a.shape[-1]) @ w).reshape(gates.shape)
@@ -86,7 +86,7 @@ def _recurrence_jvp(reverse, batch_major, all_states, primals, tangents):
     d_h0 = jnp.zeros_like(h0) if is_symbolic_zero(d_h0) else d_h0
     d_c0 = jnp.zeros_like(c0) if is_symbolic_zero(d_c0) else d_c0
     d_hs, d_cs = tangent_p.bind(w_hh, c0, gates, cs, d_z, d_h0, d_c0, reverse=reverse,
-                                batch_major=batch_major)
+                                batch_major=batch_major, lib=lib)
     if all_states:
         return (hs, cs), (d_hs, d_cs)
     return (hs, last_step(cs, reverse, batch_major)), (d_hs, last_step(d_cs, reverse, batch_major))
@@ -115,7 +115,7 @@ def _time_major(batch_major: bool, tree):
     return time_to_front(tree, time_major=not batch_major)
 
 
-def _tangent_in_jax(w_hh, c0, gates, cs, d_z, d_h0, d_c0, *, reverse, batch_major):
+def _tangent_in_jax(w_hh, c0, gates, cs, d_z, d_h0, d_c0, *, reverse, batch_major, lib):
     """`(d_hs, d_cs)`: the tangent of `lstm_cpu.cc`'s header as a `lax.scan`."""
     i, f, j, o = jnp.split(gates, 4, axis=-1)
     tc = jnp.tanh(cs)
@@ -147,10 +147,10 @@ def _cotangent_in_jax(w_hh, c0, gates, cs, g_hs, g_cs, *, zero_g_cs, **layout):
     return jax.linear_transpose(linear, *example)((g_hs, g_cs))
 
 
-def _cotangent_on_kernel(w_hh, c0, gates, cs, g_hs, g_cs, *, zero_g_cs, **layout):
+def _cotangent_on_kernel(w_hh, c0, gates, cs, g_hs, g_cs, *, zero_g_cs, lib, **layout):
     # The kernel overwrites the saved gates with g_z (operand 5 is result 0).
-    return _call("rnnscan_lstm_backward", _cotangent_shapes(w_hh, c0, gates, cs),
-                 _panels_transposed(w_hh), c0, cs, g_hs, g_cs, gates, hidden=c0.shape[-1],
+    return _call(lib, "rnnscan_lstm_backward", _cotangent_shapes(w_hh, c0, gates, cs),
+                 _panels_transposed(lib, w_hh), c0, cs, g_hs, g_cs, gates, hidden=c0.shape[-1],
                  aliases={5: 0}, has_gcs=np.int32(not zero_g_cs), **layout)
 
 
@@ -176,7 +176,7 @@ def _primitive(name, in_jax, shapes, run=None):
     run = run or in_jax
     primitive.def_impl(run)
     primitive.def_abstract_eval(shapes)
-    # The kernels exist for the CPU alone (`supports` picks them only there).
+    # The kernels exist for the CPU alone (`kernel` picks them only there).
     platform = "cpu" if run is not in_jax else None
     mlir.register_lowering(primitive, mlir.lower_fun(run, multiple_results=True), platform=platform)
 
@@ -196,7 +196,7 @@ def _primitive(name, in_jax, shapes, run=None):
     return primitive
 
 
-def _transpose_tangent(cts, *operands, reverse, batch_major):
+def _transpose_tangent(cts, *operands, reverse, batch_major, lib):
     residuals = operands[:_RESIDUALS]
     assert not any(ad.is_undefined_primal(r) for r in residuals)
     ct_hs, ct_cs = cts
@@ -204,7 +204,7 @@ def _transpose_tangent(cts, *operands, reverse, batch_major):
     zero_g_cs = type(ct_cs) is ad.Zero
     ct_cs = jnp.zeros((), residuals[3].dtype) if zero_g_cs else ct_cs
     g = cotangent_p.bind(*residuals, ad.instantiate_zeros(ct_hs), ct_cs, zero_g_cs=zero_g_cs,
-                         reverse=reverse, batch_major=batch_major)
+                         reverse=reverse, batch_major=batch_major, lib=lib)
     return [None] * _RESIDUALS + g
 
 
@@ -226,17 +226,17 @@ ad.primitive_transposes[tangent_p] = _transpose_tangent
 ad.primitive_transposes[cotangent_p] = _transpose_cotangent
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
-def _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
+def _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major, lib):
     """`(hs, cs, gates)`: the states and each step's gate activations."""
     gates = jax.ShapeDtypeStruct(xs.shape[:2] + bias.shape, jnp.float32)
-    return _call("rnnscan_lstm_forward_saving", _states(xs, h0) * 2 + [gates], xs,
-                 *_panels(w_ih, w_hh), bias, h0, c0, hidden=h0.shape[-1], reverse=reverse,
+    return _call(lib, "rnnscan_lstm_forward_saving", _states(xs, h0) * 2 + [gates], xs,
+                 *_panels(lib, w_ih, w_hh), bias, h0, c0, hidden=h0.shape[-1], reverse=reverse,
                  batch_major=batch_major)
 
 
 @_forward_saving.defjvp
-def _forward_saving_jvp(reverse, batch_major, primals, tangents):
+def _forward_saving_jvp(reverse, batch_major, lib, primals, tangents):
     # Only derivatives of second order reach here; they differentiate plain JAX.
     in_jax = functools.partial(_forward_saving_in_jax, reverse=reverse, batch_major=batch_major)
     return jax.jvp(in_jax, primals, tangents)
@@ -262,27 +262,30 @@ def _states(xs, h0):
     return [jax.ShapeDtypeStruct(xs.shape[:2] + h0.shape[1:], jnp.float32)]
 
 
-def _panels(*kernels):
-    """Each `(K, 4H)` kernel as the forward kernel reads it: `(H/16, K, 64)`, panel
-    `p` holding the columns of units `16p..16p+15` of the gates i, f, j, o side by side."""
-    return [w.reshape(w.shape[0], 4, -1, LANES).transpose(2, 0, 1, 3).reshape(
-        -1, w.shape[0], 4 * LANES) for w in kernels]
+def _panels(lib, *kernels):
+    """Each `(K, 4H)` kernel as the forward kernel reads it: `(H/L, K, 4L)` (`L`
+    the variant's lanes), panel `p` holding the columns of units `Lp..Lp+L-1` of
+    the gates i, f, j, o side by side."""
+    return [w.reshape(w.shape[0], 4, -1, lib.lanes).transpose(2, 0, 1, 3).reshape(
+        -1, w.shape[0], 4 * lib.lanes) for w in kernels]
 
 
-def _panels_transposed(w_hh):
-    """`w_hh.T` `(4H, H)` as the backward kernel reads it: `(ceil(H/64), 4H, 64)`,
-    panel `p` holding columns `64p..64p+63` (the last one zero-padded)."""
+def _panels_transposed(lib, w_hh):
+    """`w_hh.T` `(4H, H)` as the backward kernel reads it: `(ceil(H/4L), 4H, 4L)`,
+    panel `p` holding columns `4Lp..4Lp+4L-1` (the last one zero-padded)."""
     hidden, gates = w_hh.shape
-    panels = -(-hidden // (4 * LANES))
-    w_t = jnp.pad(w_hh.T, ((0, 0), (0, panels * 4 * LANES - hidden)))
-    return w_t.reshape(gates, panels, 4 * LANES).transpose(1, 0, 2)
+    width = 4 * lib.lanes
+    panels = -(-hidden // width)
+    w_t = jnp.pad(w_hh.T, ((0, 0), (0, panels * width - hidden)))
+    return w_t.reshape(gates, panels, width).transpose(1, 0, 2)
 
 
-def _call(target: str, results, *operands, hidden: int, reverse: bool, batch_major: bool,
+def _call(lib, target: str, results, *operands, hidden: int, reverse: bool, batch_major: bool,
           aliases=None, **attributes):
-    """Kernel `target` of `hidden` units on `operands`; `results[0]` is per step."""
+    """Kernel `target` of `hidden` units on `operands`, in `lib`'s variant;
+    `results[0]` is per step."""
     time, batch = results[0].shape[:2][::-1] if batch_major else results[0].shape[:2]
-    call = jax.ffi.ffi_call(target, tuple(results), vmap_method="sequential",
+    call = jax.ffi.ffi_call(lib.target(target), tuple(results), vmap_method="sequential",
                             input_output_aliases=aliases)
     return call(*operands, reverse=np.int32(reverse), batch_major=np.int32(batch_major),
                 threads=np.int32(_threads(time, batch, hidden)), **attributes)
@@ -293,4 +296,35 @@ def _threads(time: int, batch: int, hidden: int) -> int:
     one per core, but at least 4 rows and 4M multiply-adds apiece (handing a
     block to another thread costs microseconds)."""
     macs = time * batch * 4 * hidden * hidden
-    return max(1, min(native.cpu_cores(), batch // 4, macs // 4_000_000))
+    return max(1, min(loader.cpu_cores(), batch // 4, macs // 4_000_000))
+
+
+def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, reverse=False,
+             time_major=False, all_states=False, forget_bias=1.0, use_bias=True):
+    """`rs.lstm`'s plain float32 cell over a whole sequence in the kernel:
+    `(final_state, ys, states_or_None)` as `Cell.sequence_kernel` returns them,
+    or None when the kernel cannot run these operands here (see `kernel`).
+
+    `params`: `{"w_ih": (I, 4H), "w_hh": (H, 4H), "b": (4H,)}` (no "b" without
+    `use_bias`); `state`: `LSTMState(h, c)`, each `(batch, H)`; `xs`
+    `(batch, time, I)` (`(time, batch, I)` with `time_major`); `forget_bias`
+    is added to the f gate's slice of the bias.
+    """
+    if lengths is not None or resets is not None:
+        return None
+    weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
+    lib = kernel(xs, state.h, state.c, *weights)
+    if lib is None:
+        return None
+    hidden = state.h.shape[-1]
+    bias = np.zeros(4 * hidden, np.float32)
+    bias[hidden:2 * hidden] = forget_bias
+    if use_bias:
+        bias = params["b"] + bias
+    hs, c = recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h, state.c, reverse,
+                       not time_major, all_states, lib)
+    last = functools.partial(last_step, reverse=reverse, batch_major=not time_major)
+    state_type = type(state)  # rs.LSTMState (whose module imports this one)
+    if all_states:
+        return state_type(last(hs), last(c)), hs, state_type(hs, c)
+    return state_type(last(hs), c), hs, None

@@ -6,13 +6,14 @@
 // share a product, several times a step. Here each thread owns a block of batch
 // rows for the whole sequence: rows of an LSTM never meet, so the threads never
 // wait on each other, and a step's product and gate math run on register
-// tiles (6 rows x the four gates of 16 units) with a panel of `w_hh` in cache.
+// tiles (a few rows x the four gates of one vector of units, sized per
+// instruction set below) with a panel of `w_hh` in cache.
 //
 // Shapes (f32, row-major): T steps, B rows, I inputs, H units, G = 4H gates
 // in torch's order (i, f, j, o). Per-step arrays are (T, B, width), or
 // (B, T, width) with `batch_major`. `x` (.., I): the inputs; `w_ih` (I, G) and
-// `w_hh` (H, G) in panels of 16 units, (H/16, I or H, 64), each row of a panel
-// [i f j o] of its 16 units; `b` (G,).
+// `w_hh` (H, G) in panels of L units (L = kLanes, the floats of one vector),
+// (H/L, I or H, 4L), each row of a panel [i f j o] of its L units; `b` (G,).
 //
 // Forward:  z = x_t @ w_ih + h_{t-1} @ w_hh + b;  c_t = σ(f) c_{t-1} + σ(i) tanh(j);
 //           h_t = σ(o) tanh(c_t).
@@ -34,20 +35,42 @@
 #include <memory>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
-#ifdef __AVX512F__
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
 #include "xla/ffi/api/ffi.h"
 
+// One build per instruction set (rnnscan/kernels/build.py): RNNSCAN_ISA names
+// it and suffixes every FFI target, so several variants can be registered in
+// one process. The vector width and the register tile are the variant's.
+#ifndef RNNSCAN_ISA
+#error "build with -DRNNSCAN_ISA=avx512|avx2|baseline"
+#endif
+#define RNNSCAN_CAT_(a, b) a##_##b
+#define RNNSCAN_CAT(a, b) RNNSCAN_CAT_(a, b)
+#define RNNSCAN_TARGET(name) RNNSCAN_CAT(name, RNNSCAN_ISA)
+
 namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kLanes = 16;     // floats per vector (one AVX-512 register)
-constexpr int kTileRows = 6;   // 6 rows x 4 vectors: 24 accumulators of 32 registers
+#if defined(__AVX512F__)
+// 32 registers of 16 floats: 6 rows x 4 vectors = 24 accumulators, 6
+// broadcasts and 1 vector of the panel at a time.
+constexpr int kLanes = 16, kTileRows = 6;
+#elif defined(__AVX2__) && defined(__FMA__)
+// 16 registers of 8 floats: 3 rows x 4 vectors = 12 accumulators, 3 broadcasts
+// and 1 vector of the panel at a time (fused multiply-adds need no temporary).
+constexpr int kLanes = 8, kTileRows = 3;
+#else
+// 16 registers of 4 floats (SSE2, or any target's 16-byte vectors); without
+// FMA each multiply-add needs a temporary: 2 rows x 4 = 8 accumulators.
+constexpr int kLanes = 4, kTileRows = 2;
+#endif
 
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
@@ -59,7 +82,11 @@ inline vf load(const float* p) {
 }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 // A broadcast (`vf{} + x` would add -0.0 first; a loop over lanes inserts each).
-inline vf splat(float x) { return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+template <size_t... I>
+inline vf splat_(float x, std::index_sequence<I...>) {
+  return vf{((void)I, x)...};
+}
+inline vf splat(float x) { return splat_(x, std::make_index_sequence<kLanes>{}); }
 
 // exp(x), Cephes' polynomial on [-ln2/2, ln2/2]; relative error ~2e-7. The
 // clamps let NaN through (a comparison with NaN is false).
@@ -83,14 +110,20 @@ inline vf exp_(vf x) {
   return p * scale;
 }
 
-// 1 / x for x >= 1: AVX-512's 14-bit estimate and one Newton step (a division
-// takes several times as long).
+// 1 / x for x >= 1: the hardware's estimate (14 bits on AVX-512, 12 below)
+// and one Newton step; a division takes several times as long.
 inline vf reciprocal(vf x) {
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
   const vf r = reinterpret_cast<vf>(_mm512_rcp14_ps(reinterpret_cast<__m512>(x)));
-  return r * (2.0f - x * r);
+#elif defined(__AVX2__)
+  const vf r = reinterpret_cast<vf>(_mm256_rcp_ps(reinterpret_cast<__m256>(x)));
+#elif defined(__SSE__)
+  const vf r = reinterpret_cast<vf>(_mm_rcp_ps(reinterpret_cast<__m128>(x)));
 #else
   return 1.0f / x;
+#endif
+#if defined(__SSE__)
+  return r * (2.0f - x * r);
 #endif
 }
 
@@ -133,8 +166,10 @@ struct Forward {
   float* gates;   // (.., G): σ(i), σ(f), tanh(j), σ(o); null unless saving them
 };
 
-// out[r, :16V] (+)= a[r, :K] @ m[:K, :16V] for rows [0, R): the accumulators stay in
-// registers (kept out of line so that no other values compete for them).
+// out[r, :V vectors] (+)= a[r, :K] @ m[:K, :V vectors] for rows [0, R): the
+// accumulators stay in registers (kept out of line so that no other values
+// compete for them). Per k, the R broadcasts are made first and the panel's
+// row is read one vector at a time, so the live registers are R*V + R + 1.
 template <int R, int V, bool kAccumulate = false>
 __attribute__((noinline)) void product_tile(const float* a, int64_t lda, const float* m,
                                             int64_t ldm, int64_t K, float* out, int64_t ldo) {
@@ -144,33 +179,31 @@ __attribute__((noinline)) void product_tile(const float* a, int64_t lda, const f
       for (int v = 0; v < V; ++v) acc[r][v] = load(out + r * ldo + v * kLanes);
   for (int64_t k = 0; k < K; ++k) {
     const float* mk = m + k * ldm;
-    vf w[V];
-    for (int v = 0; v < V; ++v) w[v] = load(mk + v * kLanes);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const vf ak = splat(a[r * lda + k]);
-      for (int v = 0; v < V; ++v) acc[r][v] += ak * w[v];
+    vf ak[R];
+    for (int r = 0; r < R; ++r) ak[r] = splat(a[r * lda + k]);
+    for (int v = 0; v < V; ++v) {
+      const vf w = load(mk + v * kLanes);
+      for (int r = 0; r < R; ++r) acc[r][v] += ak[r] * w;
     }
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) store(out + r * ldo + v * kLanes, acc[r][v]);
 }
 
-// Calls f(std::integral_constant<int, n>) for a tile of n = 1..kTileRows rows.
-template <typename F>
+// Calls f(std::integral_constant<int, n>{}) for a tile of n = 1..kTileRows rows.
+template <int N = kTileRows, typename F>
 void with_tile_rows(int64_t n, F f) {
-  switch (n) {
-    case 6: f(std::integral_constant<int, 6>{}); break;
-    case 5: f(std::integral_constant<int, 5>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    default: f(std::integral_constant<int, 1>{}); break;
+  if constexpr (N == 1) {
+    f(std::integral_constant<int, 1>{});
+  } else if (n >= N) {
+    f(std::integral_constant<int, N>{});
+  } else {
+    with_tile_rows<N - 1>(n, f);
   }
 }
 
-// Step t of rows [r0, r0 + R), units [u, u + 16): z (R rows, stride ldz) holds
-// x_t @ w_ih for the units' 64 gate columns; this adds h_{t-1} @ w_hh and b and
+// Step t of rows [r0, r0 + R), units [u, u + L): z (R rows, stride ldz) holds
+// x_t @ w_ih for the units' 4L gate columns; this adds h_{t-1} @ w_hh and b and
 // finishes the step. h_{t-1} and c_{t-1} are read from rows of h_prev and c_in,
 // and c_t is written to rows of c_out, each at its own stride.
 template <int R>
@@ -212,7 +245,7 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, a.s.T);
   thread_local std::vector<float> projected;  // kept across calls: no fresh pages
   projected.resize(chunk * rows * G);
-  // projected[(s * rows + r) * G + 4u + 16g + lane]: step s of the chunk, row r,
+  // projected[(s * rows + r) * G + 4u + L g + lane]: step s of the chunk, row r,
   // gate g of unit u + lane.
   auto z_of = [&](int64_t s, int64_t r0) { return projected.data() + (s * rows + r0 - begin) * G; };
   // Without cs, the rows' c lives here from step to step.
@@ -266,7 +299,7 @@ struct Backward {
 };
 
 // gh[r, :] = gz[r, :] @ w_hh.T for rows [0, R); wt holds w_hh.T in panels of
-// 64 columns, (ceil(H / 64), G, 64), the last one zero-padded.
+// 4L columns, (ceil(H / 4L), G, 4L), the last one zero-padded.
 template <int R>
 void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64_t H, int64_t u,
                       float* gh) {
@@ -361,7 +394,7 @@ Sequence sequence_of(const ffi::Buffer<ffi::F32>& per_step, int64_t H, int32_t r
 using F32 = ffi::Buffer<ffi::F32>;
 using F32Out = ffi::ResultBuffer<ffi::F32>;
 
-// x (.., I): the inputs; w_ih, w_hh: in panels of 16 units, (H/16, I or H, 64).
+// x (.., I): the inputs; w_ih, w_hh: in panels of L units, (H/L, I or H, 4L).
 ffi::Error run_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, int32_t reverse,
                        int32_t batch_major, int32_t threads, ffi::ThreadPool& pool, F32Out& hs,
                        float* cs, float* c_last, float* gates) {
@@ -394,7 +427,7 @@ ffi::Error lstm_forward_saving(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0,
                      cs->typed_data(), nullptr, gates->typed_data());
 }
 
-// wt: w_hh.T in panels of 64 units, (ceil(H/64), G, 64). `gates` and `gz` share
+// wt: w_hh.T in panels of 4L units, (ceil(H/4L), G, 4L). `gates` and `gz` share
 // one buffer (an input-output alias), read and then overwritten step by step.
 // Without `has_gcs`, gcs is a placeholder for zeros.
 ffi::Error lstm_backward(F32 wt, F32 c0, F32 cs, F32 ghs, F32 gcs, F32 gates, int32_t reverse,
@@ -418,12 +451,17 @@ auto binding() {
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnscan_lstm_forward, lstm_forward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RNNSCAN_TARGET(rnnscan_lstm_forward), lstm_forward,
                               binding().Ctx<ffi::ThreadPool>().Ret<F32>().Ret<F32>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnscan_lstm_forward_saving, lstm_forward_saving,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RNNSCAN_TARGET(rnnscan_lstm_forward_saving), lstm_forward_saving,
                               binding().Ctx<ffi::ThreadPool>().Ret<F32>().Ret<F32>().Ret<F32>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnscan_lstm_backward, lstm_backward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RNNSCAN_TARGET(rnnscan_lstm_backward), lstm_backward,
                               binding().Attr<int32_t>("has_gcs").Ctx<ffi::ThreadPool>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>());
+
+// The variant's vector width, which the JAX side lays the weights out by, and
+// the hash of the source it was built from (build.py's source_hash).
+extern "C" int RNNSCAN_TARGET(rnnscan_lanes)() { return kLanes; }
+extern "C" const char* RNNSCAN_TARGET(rnnscan_source)() { return RNNSCAN_SOURCE_HASH; }
