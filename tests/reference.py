@@ -62,12 +62,13 @@ def rnn_step(p, h, x, *, act="tanh"):
     return h_new, h_new
 
 
-def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False):
+def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False, reset_state=None):
     """A plain Python loop over rows and time, batch-major `xs` `(B, T, F)`.
 
     Each row is read from step 0 to `lengths[b] - 1` (from `lengths[b] - 1` down
     to 0 with `reverse`); outputs elsewhere are zero and the state is untouched.
-    `resets[b, t]` puts the row's state back to its initial state before step t.
+    `resets[b, t]` puts the row's state back to its initial state (or to
+    `reset_state`, shaped like `h0`) before step t.
     `step(h, x) -> (h, y)` works on one row; `h0` is a tuple of per-row-batched
     arrays (a pytree of `(B, size)` given as a tuple or a single array).
     Returns `(ys (B, T, out), final_state, states (B, T, ...))`.
@@ -81,12 +82,14 @@ def loop_unroll(step, xs, h0, *, lengths=None, resets=None, reverse=False):
         n = T if lengths is None else int(lengths[b])
         order = range(n - 1, -1, -1) if reverse else range(n)
         init = tuple(np.asarray(a[b]) for a in h0)
+        fresh = init if reset_state is None else tuple(
+            np.asarray(a[b]) for a in ((reset_state,) if single else reset_state))
         h = init
         row_y = [None] * T
         row_states = [None] * T
         for t in order:
             if resets is not None and resets[b][t]:
-                h = init
+                h = fresh
             h_out, y = step(h[0] if single else h, xs[b, t])
             h = (h_out,) if single else tuple(h_out)
             row_y[t] = np.asarray(y)

@@ -146,11 +146,11 @@ def lstm(
         return recurrent_step(params, state, project_inputs(params, x))
 
     def sequence_kernel(params, state, xs, *, reverse, time_major, all_states, lengths=None,
-                        resets=None, reset_state=None):
+                        resets=None, reset_state=None, force=False):
         return lstm_kernel.sequence(params, state, xs, lengths=lengths, resets=resets,
                                     reset_state=reset_state, reverse=reverse,
                                     time_major=time_major, all_states=all_states,
-                                    forget_bias=forget_bias, use_bias=use_bias)
+                                    forget_bias=forget_bias, use_bias=use_bias, force=force)
 
     # The kernel runs the plain float32 LSTM only.
     kernel_fits = plain and not proj_size and prec.param_dtype == jnp.float32 and (
