@@ -155,7 +155,7 @@ def main():
         env = {**os.environ, **EMULATION[isa]}
         done = subprocess.run([sys.executable, __file__, "--worker", isa, "--rounds",
                                str(args.rounds), "--rows", args.rows], env=env,
-                              capture_output=True, text=True, check=True)
+                              stdout=subprocess.PIPE, text=True, check=True)
         results += json.loads(done.stdout.strip().splitlines()[-1])
     import jax
     import torch

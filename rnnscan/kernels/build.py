@@ -34,10 +34,16 @@ def library_name(source: str, variant: str) -> str:
     return f"_{source}_{variant}.so"
 
 
+# The header every source includes.
+COMMON = "cpu_common.h"
+
+
 def source_hash(source: Path) -> str:
-    """What a library is built from, compiled into it: `loader` refuses a library
-    whose source has changed since (a stale build in a source tree)."""
-    return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    """What a library is built from (its source and the common header), compiled
+    into it: `loader` refuses a library whose sources have changed since (a stale
+    build in a source tree)."""
+    text = source.read_bytes() + source.with_name(COMMON).read_bytes()
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def compile_variant(source: Path, variant: str, output: Path, include_dir: str) -> None:
