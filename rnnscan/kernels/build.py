@@ -82,9 +82,10 @@ def build_all(target_dir: Path, source_dir: Path | None = None) -> list[str]:
             except (OSError, subprocess.SubprocessError) as error:
                 detail = getattr(error, "stderr", "") or ""
                 failures.append(f"{source} ({variant}): {error} {detail[-2000:]}".strip())
-    for line in failures:
-        print(f"WARNING: rnnscan: could not build its C++ kernel {line}; rnnscan will run "
-              "the lax.scan in its place", file=sys.stderr)
+    if failures:  # one warning for all: rnnscan installs as pure JAX
+        print(f"WARNING: rnnscan: could not build {len(failures)} of its C++ kernel libraries; "
+              "rnnscan will run the lax.scan in their place. " + " | ".join(failures),
+              file=sys.stderr)
     report = target_dir / FAILURES
     if failures:
         report.write_text("\n".join(failures) + "\n")
