@@ -126,12 +126,10 @@ def library(source: str, variant: str) -> Optional[Path]:
     tree's source; None if there is none."""
     name = build.library_name(source, variant)
     here = Path(__file__).with_name(name)
-    candidates = [here]
-    try:
-        candidates.append(Path(importlib.metadata.distribution("rnnscan").locate_file(
-            f"rnnscan/kernels/{name}")))
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    # Every rnnscan distribution found: a source tree's own egg-info (written
+    # by the install) may come before the installed one.
+    candidates = [here] + [Path(dist.locate_file(f"rnnscan/kernels/{name}"))
+                           for dist in importlib.metadata.distributions(name="rnnscan")]
     code = Path(__file__).with_name(f"{source}.cc")
     wanted = build.source_hash(code) if code.exists() else None  # installs ship no source
     for path in candidates:
