@@ -214,7 +214,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
                                  f"has no scan steps: leave {name} unset")
         return Plan("newton", newton=options, **settings)
     strategy = _strategy(method, split, params, h0, xs, lengths, resets, time, unroll,
-                         remat, chunk, backend, mask)
+                         remat, chunk, backend, mask, time_major)
     if strategy in ("kernel", "associative"):
         return Plan(strategy, **settings)
     remat_policy = False if chunk is not None else remat
@@ -231,7 +231,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
 
 
 def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, remat, chunk,
-              backend, mask=None) -> str:
+              backend, mask, time_major) -> str:
     """The strategy `method` names for this call: `"kernel"`, `"associative"` or
     `"scan"` (the planner turns that into the plain or the chunked scan)."""
     linear = split.linear if split else None
@@ -267,7 +267,7 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
     if (method == "auto" and linear is not None and remat is False and chunk is None
             and backend.associative_min_time is not None and time >= backend.associative_min_time):
         return "associative"
-    if why_not is None and kernel.faster(params, h0, _abstract(xs)):
+    if why_not is None and kernel.faster(params, h0, _abstract(xs), time_major=time_major):
         return "kernel"
     return "scan"
 

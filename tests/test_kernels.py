@@ -1,14 +1,19 @@
-"""rnnscan's compiled CPU LSTM kernel (`rnnscan/kernels`), which `unroll` uses for
-a plain float32 LSTM with a multiple of 16 units on a CPU.
+"""rnnscan's compiled CPU LSTM kernel (`rnnscan/kernels`), through its adapter
+`rnnscan.kernels.lstm.sequence` (forced: the speed table is tested apart).
 
-References: the numpy LSTM equations stepped by a plain Python loop
-(`tests.reference`) for values; for derivatives, the same loop written with
-`jax.numpy` and differentiated by JAX, and finite differences. The torch golden
-files `lstm_h32` and `lstm_bidir_h16` (test_interop*) also run through the kernel.
-Every test first checks that the kernel, not the scan, ran.
+Every kernel test runs once per variant this CPU can execute (avx512, avx2,
+baseline), chosen with `RNNSCAN_KERNEL_ISA`. References: the numpy LSTM
+equations stepped by a plain Python loop (`tests.reference`) for values; for
+derivatives, the same loop written with `jax.numpy` and differentiated by JAX,
+and finite differences. Every test first checks, in the lowered HLO, that the
+variant's kernel ran.
 """
 
 import functools
+import os
+import re
+import shlex
+import shutil
 import warnings
 
 import jax
@@ -18,19 +23,36 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnscan as rs
+import rnnscan.kernels
+from rnnscan.kernels import build, loader, speed
 from rnnscan.kernels import lstm as lstm_kernel
-from rnnscan.kernels import native
+from rnnscan.kernels import lstm_primitives
 from tests import reference as ref
 from tests.test_unroll import randomize
 
-pytestmark = pytest.mark.skipif(
-    jax.default_backend() != "cpu" or not native.loaded("lstm_cpu"),
-    reason="the CPU kernel runs on a CPU with a C++ compiler",
-)
+RUNNABLE = list(build.VARIANTS)[list(build.VARIANTS).index(loader.cpu_isa()):]
+VARIANTS = [v for v in RUNNABLE if loader.library("lstm_cpu", v) is not None]
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu" or not VARIANTS,
+                                reason="the kernels run on a CPU, once built")
+TOL = dict(rtol=2e-5, atol=2e-5)
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request, monkeypatch):
+    """The variant a test runs; jit caches are cleared around it, as the variant
+    is chosen when a function is traced."""
+    monkeypatch.setenv("RNNSCAN_KERNEL_ISA", request.param)
+    jax.clear_caches()
+    yield request.param
+    jax.clear_caches()
 
 
 def uses_kernel(fn, *args, target="rnnscan_lstm_forward") -> bool:
-    return target in jax.jit(fn).lower(*args).as_text()
+    """Whether `fn` runs the kernel `target` (the forward: saving or not) of the
+    variant under test."""
+    variant = os.environ["RNNSCAN_KERNEL_ISA"]
+    text = jax.jit(fn).lower(*args).as_text()
+    return re.search(f"@{target}(_saving)?_{variant}\\(", text) is not None
 
 
 def problem(batch=5, time=7, features=6, hidden=32, seed=0):
@@ -42,117 +64,158 @@ def problem(batch=5, time=7, features=6, hidden=32, seed=0):
     return cell, params, xs, h0
 
 
-def loop_in_jax(params, xs, h0, reverse=False):
-    """The LSTM equations in a Python loop over time, with jax.numpy: `(ys, (h, c))`."""
+def masks(batch, time, seed=0):
+    """Lengths with a 0 and a full row, and resets, some of them past a length."""
+    rng = np.random.default_rng(seed + 10)
+    lengths = rng.integers(0, time + 1, size=batch)
+    lengths[0], lengths[-1] = 0, time
+    resets = rng.random((batch, time)) < 0.3
+    resets[-1, time - 1] = resets[0, 0] = True
+    return lengths.astype(np.int32), resets
+
+
+def kernel_run(params, xs, h0, **options):
+    """`(ys, final_state, states)` from the kernel (time-major arrays with
+    `time_major=True`)."""
+    out = lstm_kernel.sequence(params, rs.LSTMState(*h0), xs, force=True, **options)
+    assert out is not None
+    final, ys, states = out
+    return ys, final, states
+
+
+def loop_in_jax(params, xs, h0, reverse=False, lengths=None, resets=None, reset_state=None):
+    """The LSTM equations in a Python loop over time, with jax.numpy, batch-major:
+    `(ys, (h, c))`, with the semantics of `rs.unroll`'s lengths and resets."""
     h, c = h0
+    B, T = xs.shape[:2]
     H = h.shape[-1]
-    ys = [None] * xs.shape[1]
-    for t in (reversed(range(xs.shape[1])) if reverse else range(xs.shape[1])):
+    h_r, c_r = reset_state if reset_state is not None else (jnp.zeros_like(h),) * 2
+    lengths = np.full(B, T) if lengths is None else lengths
+    ys = [None] * T
+    for t in (reversed(range(T)) if reverse else range(T)):
+        valid = jnp.asarray(t < lengths)[:, None]
+        if resets is not None:
+            reset = valid & resets[:, t][:, None]
+            h, c = jnp.where(reset, h_r, h), jnp.where(reset, c_r, c)
         z = xs[:, t] @ params["w_ih"] + h @ params["w_hh"] + params["b"]
         i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
-        c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        ys[t] = h
+        c_new = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        h, c = jnp.where(valid, h_new, h), jnp.where(valid, c_new, c)
+        ys[t] = jnp.where(valid, h_new, 0.0)
     return jnp.stack(ys, axis=1), (h, c)
 
 
 CASES = {
     "plain": dict(),
-    "reverse": dict(reverse=True),
-    "time_major": dict(time_major=True),
-    "all_states_reverse": dict(return_all_states=True, reverse=True),
+    "reverse_time_major": dict(reverse=True, time_major=True),
+    "all_states_reverse": dict(all_states=True, reverse=True),
     "one_row_48_units": dict(batch=1, hidden=48),
-    "13_rows_16_units": dict(batch=13, hidden=16, time=3),
+    "lengths_all_states": dict(lengths=True, all_states=True),
+    "lengths_resets_reverse_all_states": dict(lengths=True, resets=True, reverse=True,
+                                              all_states=True),
+    "lengths_resets_reset_state_reverse": dict(lengths=True, resets=True, reset_state=True,
+                                               reverse=True),
+    "lengths_resets_time_major_13_rows": dict(lengths=True, resets=True, reset_state=True,
+                                              time_major=True, batch=13, hidden=16),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_kernel_matches_python_loop(case):
+def test_kernel_matches_python_loop(variant, case):
     options = dict(CASES[case])
     sizes = {k: options.pop(k) for k in ("batch", "hidden", "time") if k in options}
     cell, params, xs, h0 = problem(**sizes)
+    batch, time = xs.shape[:2]
+    lengths, resets = masks(batch, time)
+    lengths = lengths if options.pop("lengths", False) else None
+    resets = resets if options.pop("resets", False) else None
+    rng = np.random.default_rng(7)
+    reset_state = (rs.LSTMState(*(rng.normal(size=h0.h.shape).astype(np.float32)
+                                  for _ in range(2))) if options.pop("reset_state", False)
+                   else None)
     time_major = options.get("time_major", False)
-    inputs = xs.transpose(1, 0, 2) if time_major else xs
-    run = lambda params, xs, h0: rs.unroll(cell, params, xs, initial_state=h0, **options)
-    assert uses_kernel(run, params, inputs, h0)
-
-    out = run(params, inputs, h0)
-    step = functools.partial(ref.lstm_step, jax.tree_util.tree_map(np.asarray, params))
-    ys, final, states = ref.loop_unroll(step, xs, tuple(map(np.asarray, h0)),
-                                        reverse=options.get("reverse", False))
     swap = (lambda a: np.swapaxes(a, 0, 1)) if time_major else np.asarray
-    tol = dict(rtol=2e-5, atol=2e-5)
-    np.testing.assert_allclose(swap(out[0]), ys, **tol)
-    for got, want in zip(out[1], final):
-        np.testing.assert_allclose(got, want, **tol)
-    if options.get("return_all_states"):
-        for got, want in zip(out[2], states):
-            np.testing.assert_allclose(swap(got), want, **tol)
+    inputs = (swap(xs), None if resets is None else swap(resets))
+    run = lambda p, x, h, r, rs_: kernel_run(p, x, h, lengths=lengths, resets=r,
+                                             reset_state=rs_, **options)
+    assert uses_kernel(run, params, *inputs[:1], h0, inputs[1], reset_state)
+    ys, final, states = jax.jit(run)(params, inputs[0], h0, inputs[1], reset_state)
+
+    step = functools.partial(ref.lstm_step, jax.tree_util.tree_map(np.asarray, params))
+    zeros = tuple(np.zeros_like(a) for a in h0)
+    want_ys, want_final, want_states = ref.loop_unroll(
+        step, xs, tuple(map(np.asarray, h0)), lengths=lengths, resets=resets,
+        reverse=options.get("reverse", False),
+        reset_state=tuple(map(np.asarray, reset_state)) if reset_state else zeros)
+    np.testing.assert_allclose(swap(ys), want_ys, **TOL)
+    for got, want in zip(final, want_final):
+        np.testing.assert_allclose(got, want, **TOL)
+    if options.get("all_states"):
+        for got, want in zip(states, want_states):
+            np.testing.assert_allclose(swap(got), want, **TOL)
 
 
-@pytest.mark.parametrize("threads,time_major", [(2, False), (3, True), (13, False)])
-def test_rows_split_over_threads_change_nothing(monkeypatch, threads, time_major):
-    """Each thread steps its own block of rows; 13 rows in 2, 3 or 13 blocks."""
-    cell, params, xs, h0 = problem(batch=13, hidden=16)
-    xs = xs.transpose(1, 0, 2) if time_major else xs
-    run = lambda p, x, **kw: rs.unroll(cell, p, x, initial_state=h0, time_major=time_major, **kw)
-    loss = lambda p, **kw: jnp.sum(run(p, xs, **kw)[0] ** 2) + jnp.sum(run(p, xs, **kw)[1].c)
-    expected = run(params, xs, remat=True), jax.grad(functools.partial(loss, remat=True))(params)
-    monkeypatch.setattr(lstm_kernel, "_threads", lambda *sizes: threads)
-    jax.clear_caches()
-    assert uses_kernel(run, params, xs)
-    got = run(params, xs), jax.grad(loss)(params)
-    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
-    jax.clear_caches()
-
-
-@pytest.mark.parametrize("hidden,time_major,reverse,reads_c", [
-    (32, False, False, False), (32, False, True, True), (80, True, False, True),
-    (112, True, True, False), (112, False, False, True),
+@pytest.mark.parametrize("hidden,time_major,reverse,reads_c,padded", [
+    (32, False, False, False, False), (112, True, True, True, False),
+    (32, False, False, True, True), (80, True, True, False, True),
 ])
-def test_gradients_match_the_loop(hidden, time_major, reverse, reads_c):
-    """Reverse mode runs the backward kernel (its product in panels of 64 units:
-    80 and 112 end on a partial one); a loss that ignores the final c gives it
-    no cotangent for c at all (a separate path)."""
+def test_gradients_match_the_loop(variant, hidden, time_major, reverse, reads_c, padded):
+    """Reverse mode runs the backward kernel (its product in panels of 4 vectors
+    of units: 80 and 112 end on a partial one); a loss that ignores the final c
+    gives it no cotangent for c at all (a separate path). Padded: with lengths,
+    resets and a reset state, which gets its gradient too."""
     cell, params, xs, h0 = problem(batch=6, hidden=hidden, seed=1)
     cot = np.random.default_rng(2).normal(size=(6, 7, hidden)).astype(np.float32)
+    lengths, resets = masks(6, 7, seed=1) if padded else (None, None)
     swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
+    reset_state = tuple(h0[::-1]) if padded else None  # any state will do
 
-    def loss(run, params, xs, h0):
-        ys, (h, c) = run(params, xs, h0)
+    def loss(run, params, xs, h0, reset_state):
+        ys, (h, c) = run(params, xs, h0, reset_state)
         return jnp.sum(ys * cot) + (jnp.sum(jnp.sin(c)) if reads_c else 0.0)
 
-    def kernel(p, x, h0):
-        ys, final = rs.unroll(cell, p, swap(x), initial_state=h0, reverse=reverse,
-                              time_major=time_major)
+    def kernel(p, x, h0, reset_state):
+        ys, final, _ = kernel_run(p, swap(x), h0, reverse=reverse, time_major=time_major,
+                                  lengths=lengths, resets=None if resets is None else swap(resets),
+                                  reset_state=None if reset_state is None
+                                  else rs.LSTMState(*reset_state))
         return swap(ys), final
 
-    loop = functools.partial(loop_in_jax, reverse=reverse)
-    grad = lambda run: jax.grad(functools.partial(loss, run), argnums=(0, 1, 2))
-    assert uses_kernel(grad(kernel), params, xs, h0, target="rnnscan_lstm_backward")
-    got = grad(kernel)(params, xs, h0)
-    want = grad(loop)(params, xs, tuple(h0))
+    def loop(p, x, h0, reset_state):
+        return loop_in_jax(p, x, h0, reverse, lengths, resets, reset_state)
+
+    grad = lambda run: jax.grad(functools.partial(loss, run), argnums=(0, 1, 2, 3))
+    assert uses_kernel(grad(kernel), params, xs, h0, reset_state, target="rnnscan_lstm_backward")
+    got = grad(kernel)(params, xs, h0, reset_state)
+    want = grad(loop)(params, xs, tuple(h0), reset_state)
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
-def test_gradients_match_finite_differences():
+def test_gradients_match_finite_differences(variant):
     cell, params, xs, h0 = problem(batch=3, time=4, features=3, hidden=16, seed=3)
-    f = lambda p, x: jnp.mean(jnp.tanh(rs.unroll(cell, p, x, initial_state=h0)[0]))
-    assert uses_kernel(f, params, xs)
+    lengths, resets = np.array([0, 2, 4], np.int32), np.array([[0, 1, 0, 0]] * 3, bool)
+    f = lambda p, x, r: jnp.mean(jnp.tanh(kernel_run(
+        p, x, h0, lengths=lengths, resets=resets, reset_state=rs.LSTMState(*r))[0]))
+    r = tuple(h0[::-1])
+    assert uses_kernel(f, params, xs, r)
     # float32: differences of a mean over 192 outputs with a step of 1e-2.
-    check_grads(f, (params, xs), order=1, modes=("rev", "fwd"), eps=1e-2, atol=2e-3, rtol=2e-3)
+    check_grads(f, (params, xs, r), order=1, modes=("rev", "fwd"), eps=1e-2, atol=2e-3,
+                rtol=2e-3)
 
 
-def test_forward_mode_second_order_and_vmap():
+def test_forward_mode_second_order_and_vmap(variant):
     """jvp runs the tangent as a scan; jvp of grad (Hessian-vector products)
     differentiates the kernels' plain-JAX twins; vmap maps the kernels."""
+    if variant != VARIANTS[0]:
+        pytest.skip("the plain-JAX twins are the same for every variant")
     cell, params, xs, h0 = problem(batch=4, time=5, hidden=16, seed=4)
+    lengths, resets = masks(4, 5, seed=4)
     h0 = tuple(h0)
-    state = rs.LSTMState(*h0)
-    kernel = lambda p, x: jnp.sum(jnp.sin(rs.unroll(cell, p, x, initial_state=state)[0]))
-    loop = lambda p, x: jnp.sum(jnp.sin(loop_in_jax(p, x, h0)[0]))
+    kernel = lambda p, x: jnp.sum(jnp.sin(kernel_run(p, x, h0, lengths=lengths,
+                                                     resets=resets)[0]))
+    loop = lambda p, x: jnp.sum(jnp.sin(loop_in_jax(p, x, h0, False, lengths, resets)[0]))
     assert uses_kernel(kernel, params, xs)
     tangent = randomize(params, seed=5)
     close = lambda got, want: [
@@ -163,53 +226,100 @@ def test_forward_mode_second_order_and_vmap():
           jax.jvp(lambda p: loop(p, xs), (params,), (tangent,)))
     hvp = lambda f: jax.jvp(jax.grad(lambda p: f(p, xs)), (params,), (tangent,))[1]
     close(hvp(kernel), hvp(loop))
-    batch_of_xs = np.stack([xs, -xs, 2 * xs])
+    batch_of_xs = np.stack([xs, -xs])
     per_example = lambda f: jax.vmap(jax.grad(f), in_axes=(None, 0))(params, batch_of_xs)
     close(per_example(kernel), per_example(loop))
 
 
-def test_the_scan_runs_where_the_kernel_cannot(monkeypatch):
-    """20 units (not a multiple of 16), peepholes, bfloat16 products, float64
-    params, lengths, resets and remat take the scan; so does everything with
-    `RNNSCAN_NATIVE=0`, with the kernel's numbers."""
-    for cell in [rs.lstm(6, 20), rs.lstm(6, 16, peephole=True),
-                 rs.lstm(6, 16, compute_dtype=jnp.bfloat16)]:
-        params = cell.init(jax.random.key(0))
-        assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, problem()[2])
-    cell, params, xs, h0 = problem(hidden=16)
-    run = lambda p, x, **kw: rs.unroll(cell, p, x, initial_state=h0, **kw)
-    assert not uses_kernel(functools.partial(run, lengths=np.full(5, 7)), params, xs)
-    assert not uses_kernel(functools.partial(run, resets=np.ones((5, 7), bool)), params, xs)
-    assert not uses_kernel(functools.partial(run, remat=True), params, xs)
-    with jax.enable_x64(True):
-        cell64 = rs.lstm(6, 16, param_dtype=jnp.float64)
-        p64 = cell64.init(jax.random.key(0))
-        assert not uses_kernel(lambda p, x: rs.unroll(cell64, p, x), p64, xs.astype(np.float64))
-    expected = run(params, xs)
-    monkeypatch.setenv("RNNSCAN_NATIVE", "0")
+@pytest.mark.parametrize("threads,time_major", [(13, True)])
+def test_rows_split_over_threads_change_nothing(variant, monkeypatch, threads, time_major):
+    """Each thread steps its own block of rows; 13 rows in 13 blocks, padded."""
+    cell, params, xs, h0 = problem(batch=13, hidden=16)
+    lengths, resets = masks(13, 7)
+    swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
+    run = lambda p: kernel_run(p, swap(xs), h0, lengths=lengths, resets=swap(resets),
+                               time_major=time_major)
+    loss = lambda p: jnp.sum(run(p)[0] ** 2) + jnp.sum(run(p)[1].c)
+    one = jax.jit(lambda p: (run(p)[:2], jax.grad(loss)(p)))(params)
+    monkeypatch.setattr(lstm_primitives, "_threads", lambda *sizes: threads)
     jax.clear_caches()
-    assert not native.enabled() and not uses_kernel(run, params, xs)
-    np.testing.assert_allclose(run(params, xs)[0], expected[0], rtol=2e-5, atol=2e-5)
-    jax.clear_caches()
+    assert uses_kernel(run, params)
+    split = jax.jit(lambda p: (run(p)[:2], jax.grad(loss)(p)))(params)
+    for g, w in zip(jax.tree_util.tree_leaves(split), jax.tree_util.tree_leaves(one)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
-def test_nan_propagates():
+def test_nan_propagates(variant):
     """A NaN input gives NaN outputs from its step on, as the scan does (the
     kernel's exp clamps its argument, in a way that lets NaN through)."""
     cell, params, xs, h0 = problem(hidden=16)
     xs[2, 3, 0] = np.nan
-    ys, final = rs.unroll(cell, params, xs, initial_state=h0)
-    assert uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, xs)
+    ys, final, _ = jax.jit(kernel_run)(params, xs, h0)
     assert np.isnan(ys[2, 3:]).all() and np.isnan(final.c[2]).all()
     assert not np.isnan(ys[2, :3]).any() and not np.isnan(np.delete(ys, 2, axis=0)).any()
 
 
-def test_a_failed_build_warns_and_reports_no_kernel(monkeypatch, tmp_path):
-    monkeypatch.setenv("RNNSCAN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
-    with pytest.warns(RuntimeWarning, match="could not build its C.. kernel 'lstm_cpu'"):
-        assert native._build_and_register("lstm_cpu") is False
-    assert list(tmp_path.glob("*.so")) == []
+def test_the_scan_runs_where_the_kernel_cannot(variant, monkeypatch):
+    """18 units (not a multiple of any variant's lanes), peepholes, bfloat16
+    products and float64 params take the scan, and `why_not` says why; so does
+    everything with `RNNSCAN_NATIVE=0`."""
+    for cell in [rs.lstm(6, 18), rs.lstm(6, 16, peephole=True),
+                 rs.lstm(6, 16, compute_dtype=jnp.bfloat16)]:
+        params = cell.init(jax.random.key(0))
+        assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x), params, problem()[2])
+    cell, params, xs, h0 = problem(hidden=16)
+    assert "multiple of" in lstm_kernel.why_not(params, rs.LSTMState(h0.h[:, :6], h0.c), xs)
+    with jax.enable_x64(True):
+        as64 = lambda t: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), t)
+        assert "float32" in lstm_kernel.why_not(as64(params), as64(h0), as64(xs))
+    assert lstm_kernel.supports(params, h0, xs)
+    monkeypatch.setenv("RNNSCAN_NATIVE", "0")
+    assert "RNNSCAN_NATIVE=0" in lstm_kernel.why_not(params, h0, xs)
+    assert lstm_kernel.sequence(params, h0, xs, force=True) is None
+
+
+def test_dispatch_follows_the_measured_table(variant, monkeypatch):
+    """Unforced, the kernel runs only for a shape whose nearest measured row it
+    won; a variant with no figures gets the scan."""
+    cell, params, xs, h0 = problem(hidden=16)
+    monkeypatch.setattr(speed, "MEASURED", {variant: [((5, 128, 6, 16), True),
+                                                      ((5, 128, 6, 128), False)]})
+    assert speed.kernel_is_faster(variant, 5, 7, 6, 16)
+    assert not speed.kernel_is_faster(variant, 5, 7, 6, 128)
+    assert not speed.kernel_is_faster(variant, 5, 7, 6, 1024)  # beyond the figures
+    assert not speed.kernel_is_faster("sve", 5, 7, 6, 16)
+    assert uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
+    monkeypatch.setattr(speed, "MEASURED", {})
+    jax.clear_caches()  # unroll's trace of this cell read the table
+    assert lstm_kernel.sequence(params, h0, xs) is None
+    assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
+
+
+def test_the_install_built_every_variant():
+    """`pip install` (or `python -m rnnscan.kernels` in a source tree) builds every
+    variant; a missing one would leave its CPUs on the scan."""
+    if shutil.which(shlex.split(os.environ.get("CXX", "c++"))[0]) is None:
+        pytest.skip("no C++ compiler: the install is pure JAX")
+    assert [v for v in build.VARIANTS if loader.library("lstm_cpu", v) is None] == []
+
+
+def test_info_names_the_variant_in_use_or_why_none(variant, monkeypatch):
+    info = rnnscan.kernels.info()
+    assert info["backend"] == "cpu" and info["isa"] == loader.LEVELS[RUNNABLE[0]]
+    assert info["variant"] == variant and variant in info["built"]
+    monkeypatch.setenv("RNNSCAN_NATIVE", "0")
+    assert loader.info()["variant"] is None and "RNNSCAN_NATIVE" in loader.info()["why"]
+    monkeypatch.setenv("RNNSCAN_NATIVE", "1")
+    monkeypatch.setenv("RNNSCAN_KERNEL_ISA", "none")
+    assert loader.info()["variant"] is None
+
+
+def test_a_missing_library_warns_once_and_the_scan_runs(variant, monkeypatch):
+    monkeypatch.setattr(loader, "library", lambda source, variant: None)
+    monkeypatch.setattr(loader, "_loaded", {})
+    cell, params, xs, h0 = problem(hidden=16)
+    with pytest.warns(RuntimeWarning, match="kernel 'lstm_cpu' .* is unavailable"):
+        assert lstm_kernel.sequence(params, h0, xs, force=True) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert native.loaded("lstm_cpu")  # the registered build is untouched
+        assert not lstm_kernel.supports(params, h0, xs)

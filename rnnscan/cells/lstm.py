@@ -165,9 +165,6 @@ def lstm(
                 h = jnp.clip(h, -proj_clip, proj_clip)
         return LSTMState(h, c), h
 
-    def step(params, state, x):
-        return recurrent_step(params, state, project_inputs(params, x))
-
     # The kernel runs the plain float32 LSTM only.
     kernel_fits = plain and not proj_size and prec.param_dtype == jnp.float32 and (
         prec.compute_dtype in (None, prec.param_dtype))

@@ -1,2 +1,7 @@
-"""Compiled kernels that replace XLA's loop where it is the bottleneck (`native`
-builds them; one module per kernel wraps it for JAX)."""
+"""Compiled kernels that replace XLA's loop where it is the bottleneck: `build`
+compiles them at install, `loader` picks and registers the variant for this
+CPU, and one module per kernel wraps it for JAX."""
+
+from rnnscan.kernels.loader import info
+
+__all__ = ["info"]

@@ -1,333 +1,117 @@
-"""A plain LSTM over a whole sequence in one CPU kernel (`lstm_cpu.cc`).
-
-`recurrence` runs `z = x_t @ w_ih + h @ w_hh + b`, `c = σ(f) c + σ(i) tanh(j)`,
-`h = σ(o) tanh(c)` for every step at once, in float32 (the input projection
-inside the kernel, step by step: no `(time, batch, 4H)` array of projected
-inputs is ever written). Its tangent is a linear recurrence over what the
-saving forward kernel keeps (each step's gate activations and `c`), with every
-term but `dh @ w_hh` taken out of the loop as products over all steps at once
-(as `unroll` does for `Cell.recurrent_kernel`).
-That tangent is a primitive whose transpose, reverse mode's backward loop, is
-the backward kernel; forward mode runs it as a `lax.scan`. Every JAX
-transformation composes: under `vmap` the kernels run once per mapped element,
-one after another, and derivatives of the kernels themselves (second order) go
-through plain-JAX copies.
-"""
+"""The adapter `unroll` calls for `rs.lstm`'s plain float32 cell, as its
+`SequenceKernel` (`sequence_kernel`): whether the CPU kernel can run these
+operands here (`why_not`), whether it was measured faster than the scan for this
+CPU and shape (`speed.kernel_is_faster`), and the whole sequence through it
+(`sequence`)."""
 
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
 
 from rnnscan.cell import SequenceKernel
-from rnnscan.kernels import native
-from rnnscan.tree import is_symbolic_zero, time_to_front
-from rnnscan.tuning import cpu_cores
-
-LANES = 16  # the kernel's vector width: it steps 16 units of every gate at a time
+from rnnscan.kernels import loader, speed
+from rnnscan.kernels.lstm_primitives import last_step, recurrence, valid_steps
 
 
 def sequence_kernel(forget_bias: float, use_bias: bool) -> SequenceKernel:
-    """`rs.lstm`'s `SequenceKernel`: `recurrence` on its params and `LSTMState`."""
-
-    def weights(params):
-        return [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
+    """`rs.lstm`'s `SequenceKernel`: `sequence` on its params and `LSTMState`."""
 
     def unsupported(params, state, xs, *, lengths, resets):
-        if lengths is not None or resets is not None:
-            return "the kernel does not run lengths or resets"
-        return unsupported_operands(xs, state.h, state.c, *weights(params))
+        return why_not(params, state, xs, lengths=lengths, resets=resets, use_bias=use_bias)
 
-    def run(params, state, xs, *, lengths, resets, reset_state, reverse, time_major,
-            all_states):
-        del lengths, resets, reset_state  # `unsupported` refuses them
-        offset = np.zeros(params["w_hh"].shape[-1:], np.float32)
-        offset[offset.size // 4: offset.size // 2] = forget_bias
-        bias = params["b"] + offset if use_bias else jnp.asarray(offset)
-        hs, c = recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h, state.c,
-                           reverse, not time_major, all_states)
-        last = lambda states: last_step(states, reverse, not time_major)
-        lstm_state = type(state)  # rs.LSTMState(h, c)
-        if all_states:
-            return lstm_state(last(hs), last(c)), hs, lstm_state(hs, c)
-        return lstm_state(last(hs), c), hs, None
+    def faster(params, state, xs, *, time_major):
+        time, batch = xs.shape[:2] if time_major else xs.shape[1::-1]
+        lib = loader.load("lstm_cpu")
+        return speed.kernel_is_faster(lib.variant, batch, time, xs.shape[-1], state.h.shape[-1])
 
-    return SequenceKernel(run, unsupported, faster=lambda params, state, xs: True)
+    def run(params, state, xs, **options):
+        return sequence(params, state, xs, forget_bias=forget_bias, use_bias=use_bias,
+                        force=True, **options)
+
+    return SequenceKernel(run, unsupported, faster)
 
 
-def unsupported_operands(xs, h0, *arrays):
-    """Why `recurrence` cannot run on these operands, or None: it needs a CPU, all
-    in float32, `xs` `(time, batch, I)` (or batch-major) and not empty, `h0`
-    `(batch, H)` with a multiple of 16 units, and the kernel built."""
-    if jax.default_backend() != "cpu":
-        return f"the kernel runs on a CPU; the backend is {jax.default_backend()}"
-    if not hasattr(xs, "shape") or len(xs.shape) != 3 or 0 in xs.shape:
-        return f"the kernel needs xs, one array of rank 3, not empty; got {xs}"
-    if len(h0.shape) != 2 or h0.shape[-1] % LANES:
-        return f"the kernel needs a multiple of {LANES} units; got state shape {h0.shape}"
-    dtypes = {str(a.dtype) for a in (xs, h0, *arrays)}
-    if dtypes != {"float32"}:
-        return f"the kernel runs float32 alone; got {sorted(dtypes)}"
-    if not native.loaded("lstm_cpu"):
-        return "the kernel is not built or is disabled (RNNSCAN_NATIVE=0)"
+def why_not(params, state, xs, *, lengths=None, resets=None, reset_state=None,
+            use_bias=True) -> Optional[str]:
+    """Why the kernel cannot run these operands here, or None when it can.
+
+    It runs on a CPU with a built variant, everything in float32, `xs` of rank 3
+    and not empty, `state` `(batch, H)` with `H` a multiple of the variant's
+    lanes (16 on avx512, 8 on avx2, 4 on baseline)."""
+    lib = loader.load("lstm_cpu")
+    if lib is None:
+        return "the kernel is unavailable here: " + loader.info()["why"]
+    weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
+    arrays = [xs, state.h, state.c, *weights, *(reset_state or ())]
+    if not hasattr(xs, "shape"):
+        return f"the kernel needs xs, one array; got {type(xs).__name__}"
+    if any(jnp.dtype(a.dtype) != jnp.float32 for a in arrays):
+        return ("the kernel runs float32 alone; got "
+                f"{sorted({str(jnp.dtype(a.dtype)) for a in arrays})}")
+    if len(xs.shape) != 3 or 0 in xs.shape:
+        return f"the kernel needs xs of rank 3, not empty; got shape {tuple(xs.shape)}"
+    if len(state.h.shape) != 2 or state.h.shape[-1] % lib.lanes:
+        return (f"the {lib.variant} kernel needs a multiple of {lib.lanes} units in a state "
+                f"(batch, units); got state.h of shape {tuple(state.h.shape)}")
+    if lengths is not None and not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+        return f"lengths must be integers; got {jnp.result_type(lengths)}"
     return None
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7, 8))
-def recurrence(xs, w_ih, w_hh, bias, h0, c0, reverse: bool, batch_major: bool,
-               all_states: bool):
-    """Every step's `h`, and every step's or the last `c`, of an LSTM (gates
-    `i, f, j, o`, torch's order).
+def supports(params, state, xs, **options) -> bool:
+    """Whether `sequence(..., force=True)` runs the kernel on these operands."""
+    return why_not(params, state, xs, **options) is None
+
+
+def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, reverse=False,
+             time_major=False, all_states=False, forget_bias=1.0, use_bias=True, force=False):
+    """`rs.lstm`'s plain float32 cell over a whole sequence in the kernel, as
+    `Cell.sequence_kernel` returns it: `(final_state, ys, states)` (`states`
+    every step's `LSTMState`, with `all_states`, else None); or None when the
+    kernel cannot run these operands here (`why_not`), or, unless `force`, is
+    not measured faster than the scan for this CPU and shape.
 
     Args:
-      xs: `(time, batch, I)` float32, the inputs; `(batch, time, I)` with
-        `batch_major`.
-      w_ih: `(I, 4H)`; w_hh: `(H, 4H)`; bias: `(4H,)` added to every step's gates.
-      h0, c0: `(batch, H)`, the state before the first step.
-      reverse: run from the last step to the first.
-      batch_major: the layout of `xs` and of the results.
-      all_states: return every step's `c`, not the last one's alone.
-
-    Returns:
-      `(hs, cs)`, each `(time, batch, H)` (or batch-major), the state after each
-      step; or `(hs, c)`, `c` `(batch, H)` after the last step.
+      params: `{"w_ih": (I, 4H), "w_hh": (H, 4H), "b": (4H,)}` (no "b" without
+        `use_bias`).
+      state: `LSTMState(h, c)`, each `(batch, H)`: the state before the first step.
+      xs: `(batch, time, I)`, `(time, batch, I)` with `time_major`.
+      lengths: int `(batch,)` in `[0, time]`, or None (every step of every row).
+      resets: bool `(batch, time)` (`(time, batch)` with `time_major`), or None.
+      reset_state: `LSTMState` of `(batch, H)` a reset sets; default zeros.
+      forget_bias: added to the f gate's slice of the bias.
+      The rest as in `rs.unroll`.
     """
+    options = dict(lengths=lengths, resets=resets, reset_state=reset_state, use_bias=use_bias)
+    if why_not(params, state, xs, **options) is not None:
+        return None
+    lib = loader.load("lstm_cpu")
+    batch_major = not time_major
+    time, batch = jnp.shape(xs)[:2][::-1] if batch_major else jnp.shape(xs)[:2]
+    hidden = state.h.shape[-1]
+    if not force and not speed.kernel_is_faster(lib.variant, batch, time, xs.shape[-1], hidden):
+        return None
+    bias = np.zeros(4 * hidden, np.float32)
+    bias[hidden:2 * hidden] = forget_bias
+    if use_bias:
+        bias = params["b"] + bias
+    per_step = (batch, time) if batch_major else (time, batch)
+    full = lengths is None
+    lengths = jnp.full(batch, time, jnp.int32) if full else jnp.asarray(lengths, jnp.int32)
+    valid = valid_steps(lengths, time, batch_major)
+    # A reset past a row's length changes nothing.
+    resets = jnp.zeros(per_step, bool) if resets is None else jnp.asarray(resets, bool) & valid
+    h_r, c_r = reset_state if reset_state is not None else (jnp.zeros_like(state.h),) * 2
+    hs, c = recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h, state.c, lengths,
+                       resets, h_r, c_r, reverse, batch_major, all_states, lib)
+    # Past a row's length the kernel carries the state: there the output is zero.
+    ys = hs if full else jnp.where(valid[..., None], hs, 0.0)
+    last = functools.partial(last_step, reverse=reverse, batch_major=batch_major)
+    state_type = type(state)  # rs.LSTMState (whose module imports this one)
     if all_states:
-        return _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major)[:2]
-    results = _states(xs, h0) + [jax.ShapeDtypeStruct(c0.shape, c0.dtype)]
-    return _call("rnnscan_lstm_forward", results, xs, *_panels(w_ih, w_hh), bias, h0, c0,
-                 hidden=h0.shape[-1], reverse=reverse, batch_major=batch_major)
-
-
-def _recurrence_jvp(reverse, batch_major, all_states, primals, tangents):
-    xs, w_ih, w_hh, bias, h0, c0 = primals
-    d_xs, d_w_ih, d_w_hh, d_bias, d_h0, d_c0 = tangents
-    hs, cs, gates = _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major)
-    # dz_t = d_x_t @ w_ih + x_t @ d_w_ih + d_bias + h_{t-1} @ d_w_hh + dh_{t-1} @ w_hh:
-    # every term but the last for all steps at once, off the loop.
-    flat = lambda a, w: (a.reshape(-1, a.shape[-1]) @ w).reshape(gates.shape)
-    d_z = jnp.zeros_like(gates)
-    if not is_symbolic_zero(d_xs):
-        d_z = d_z + flat(d_xs, w_ih)
-    if not is_symbolic_zero(d_w_ih):
-        d_z = d_z + flat(xs, d_w_ih)
-    if not is_symbolic_zero(d_bias):
-        d_z = d_z + d_bias
-    if not is_symbolic_zero(d_w_hh):
-        d_z = d_z + flat(_step_inputs(hs, h0, reverse, batch_major), d_w_hh)
-    d_h0 = jnp.zeros_like(h0) if is_symbolic_zero(d_h0) else d_h0
-    d_c0 = jnp.zeros_like(c0) if is_symbolic_zero(d_c0) else d_c0
-    d_hs, d_cs = tangent_p.bind(w_hh, c0, gates, cs, d_z, d_h0, d_c0, reverse=reverse,
-                                batch_major=batch_major)
-    if all_states:
-        return (hs, cs), (d_hs, d_cs)
-    return (hs, last_step(cs, reverse, batch_major)), (d_hs, last_step(d_cs, reverse, batch_major))
-
-
-recurrence.defjvp(_recurrence_jvp, symbolic_zeros=True)
-
-
-def last_step(states, reverse: bool, batch_major: bool):
-    """The last step's entry of a per-step array (the first with `reverse`)."""
-    return jnp.take(states, 0 if reverse else -1, axis=int(batch_major))
-
-
-def _step_inputs(states, first, reverse, batch_major):
-    """The state each step started from: `first` `(batch, ...)`, then `states`
-    (per step) but for the last step's."""
-    axis = 1 if batch_major else 0
-    first = jnp.expand_dims(first, axis)
-    if reverse:
-        return jnp.concatenate([jax.lax.slice_in_dim(states, 1, None, axis=axis), first], axis)
-    return jnp.concatenate([first, jax.lax.slice_in_dim(states, 0, -1, axis=axis)], axis)
-
-
-def _time_major(batch_major: bool, tree):
-    """`tree` time-major from `batch_major` layout, or back (a swap is its own inverse)."""
-    return time_to_front(tree, time_major=not batch_major)
-
-
-def _tangent_in_jax(w_hh, c0, gates, cs, d_z, d_h0, d_c0, *, reverse, batch_major):
-    """`(d_hs, d_cs)`: the tangent of `lstm_cpu.cc`'s header as a `lax.scan`."""
-    i, f, j, o = jnp.split(gates, 4, axis=-1)
-    tc = jnp.tanh(cs)
-    c_in = _step_inputs(cs, c0, reverse, batch_major)
-    # Each activation's derivative times the factor it meets in dc_t or dh_t.
-    q = jnp.concatenate([i * (1 - i) * j, f * (1 - f) * c_in, (1 - j * j) * i,
-                         o * (1 - o) * tc], axis=-1)
-    w_t = w_hh.T  # so that reverse mode's step product is the plain `g @ w_t`
-
-    def step(carry, inputs):
-        dh, dc = carry
-        d_z, q, f, g2 = inputs
-        u = (d_z + jax.lax.dot_general(dh, w_t, (((1,), (1,)), ((), ())))) * q
-        u_i, u_f, u_j, u_o = jnp.split(u, 4, axis=-1)
-        dc = u_i + u_f + u_j + f * dc
-        dh = u_o + g2 * dc
-        return (dh, dc), (dh, dc)
-
-    xs = _time_major(batch_major, (d_z, q, f, o * (1 - tc * tc)))
-    return _time_major(batch_major, jax.lax.scan(step, (d_h0, d_c0), xs, reverse=reverse)[1])
-
-
-def _cotangent_in_jax(w_hh, c0, gates, cs, g_hs, g_cs, *, zero_g_cs, **layout):
-    """`(g_z, g_h0, g_c0)`: the transpose of `_tangent_in_jax`, by JAX. With
-    `zero_g_cs`, `g_cs` is a scalar placeholder for zeros."""
-    linear = functools.partial(_tangent_in_jax, w_hh, c0, gates, cs, **layout)
-    example = _cotangent_shapes(w_hh, c0, gates, cs)
-    g_cs = jnp.zeros_like(cs) if zero_g_cs else g_cs
-    return jax.linear_transpose(linear, *example)((g_hs, g_cs))
-
-
-def _cotangent_on_kernel(w_hh, c0, gates, cs, g_hs, g_cs, *, zero_g_cs, **layout):
-    # The kernel overwrites the saved gates with g_z (operand 5 is result 0).
-    return _call("rnnscan_lstm_backward", _cotangent_shapes(w_hh, c0, gates, cs),
-                 _panels_transposed(w_hh), c0, cs, g_hs, g_cs, gates, hidden=c0.shape[-1],
-                 aliases={5: 0}, has_gcs=np.int32(not zero_g_cs), **layout)
-
-
-def _tangent_shapes(w_hh, c0, gates, cs, *linear, **layout):
-    return [jax.core.ShapedArray(cs.shape, cs.dtype)] * 2
-
-
-def _cotangent_shapes(w_hh, c0, gates, cs, *linear, **params):
-    state = jax.core.ShapedArray(c0.shape, c0.dtype)
-    return [jax.core.ShapedArray(gates.shape, gates.dtype), state, state]
-
-
-# Operands of the two primitives below: the residuals `(w_hh, c0, gates, cs)`,
-# then the linear ones.
-_RESIDUALS = 4
-
-
-def _primitive(name, in_jax, shapes, run=None):
-    """A primitive that runs `run` (default `in_jax`) and is differentiated and
-    batched through `in_jax`'s definition."""
-    primitive = Primitive(name)
-    primitive.multiple_results = True
-    run = run or in_jax
-    primitive.def_impl(run)
-    primitive.def_abstract_eval(shapes)
-    # The kernels exist for the CPU alone (`unsupported_operands` allows no other).
-    platform = "cpu" if run is not in_jax else None
-    mlir.register_lowering(primitive, mlir.lower_fun(run, multiple_results=True), platform=platform)
-
-    def jvp(primals, tangents, **params):
-        tangents = tuple(ad.instantiate_zeros(t) for t in tangents)
-        return jax.jvp(functools.partial(in_jax, **params), tuple(primals), tangents)
-
-    def batch(operands, dims, **params):
-        # One problem after another: lax.map keeps the primitive (and its transpose).
-        size = next(x.shape[d] for x, d in zip(operands, dims) if d is not None)
-        operands = [batching.bdim_at_front(x, d, size) for x, d in zip(operands, dims)]
-        outs = jax.lax.map(lambda xs: primitive.bind(*xs, **params), operands)
-        return outs, [0] * len(outs)
-
-    ad.primitive_jvps[primitive] = jvp
-    batching.primitive_batchers[primitive] = batch
-    return primitive
-
-
-def _transpose_tangent(cts, *operands, reverse, batch_major):
-    residuals = operands[:_RESIDUALS]
-    assert not any(ad.is_undefined_primal(r) for r in residuals)
-    ct_hs, ct_cs = cts
-    # Most losses read the hs alone: a zero cotangent of cs is not written out.
-    zero_g_cs = type(ct_cs) is ad.Zero
-    ct_cs = jnp.zeros((), residuals[3].dtype) if zero_g_cs else ct_cs
-    g = cotangent_p.bind(*residuals, ad.instantiate_zeros(ct_hs), ct_cs, zero_g_cs=zero_g_cs,
-                         reverse=reverse, batch_major=batch_major)
-    return [None] * _RESIDUALS + g
-
-
-def _transpose_cotangent(cts, *operands, zero_g_cs, **layout):
-    residuals, linear = operands[:_RESIDUALS], operands[_RESIDUALS:]
-    assert not any(ad.is_undefined_primal(r) for r in residuals)
-    cts = [ad.instantiate_zeros(ct) for ct in cts]
-    d = tangent_p.bind(*residuals, *cts, **layout)
-    return [None] * _RESIDUALS + [t if ad.is_undefined_primal(x) else None
-                                  for t, x in zip(d, linear)]
-
-
-# The tangent map and its transpose, each the other's transpose: reverse mode
-# runs the backward kernel, forward mode the scan.
-tangent_p = _primitive("rnnscan_lstm_tangent", _tangent_in_jax, _tangent_shapes)
-cotangent_p = _primitive("rnnscan_lstm_cotangent", _cotangent_in_jax, _cotangent_shapes,
-                         run=_cotangent_on_kernel)
-ad.primitive_transposes[tangent_p] = _transpose_tangent
-ad.primitive_transposes[cotangent_p] = _transpose_cotangent
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
-def _forward_saving(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major):
-    """`(hs, cs, gates)`: the states and each step's gate activations."""
-    gates = jax.ShapeDtypeStruct(xs.shape[:2] + bias.shape, jnp.float32)
-    return _call("rnnscan_lstm_forward_saving", _states(xs, h0) * 2 + [gates], xs,
-                 *_panels(w_ih, w_hh), bias, h0, c0, hidden=h0.shape[-1], reverse=reverse,
-                 batch_major=batch_major)
-
-
-@_forward_saving.defjvp
-def _forward_saving_jvp(reverse, batch_major, primals, tangents):
-    # Only derivatives of second order reach here; they differentiate plain JAX.
-    in_jax = functools.partial(_forward_saving_in_jax, reverse=reverse, batch_major=batch_major)
-    return jax.jvp(in_jax, primals, tangents)
-
-
-def _forward_saving_in_jax(xs, w_ih, w_hh, bias, h0, c0, reverse, batch_major):
-    """What `_forward_saving` computes, as a `lax.scan`."""
-
-    def step(carry, x_t):
-        h, c = carry
-        i, f, j, o = jnp.split(x_t @ w_ih + h @ w_hh + bias, 4, axis=-1)
-        i, f, j, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(j), jax.nn.sigmoid(o)
-        c = f * c + i * j
-        h = o * jnp.tanh(c)
-        return (h, c), (h, c, jnp.concatenate([i, f, j, o], axis=-1))
-
-    outs = jax.lax.scan(step, (h0, c0), _time_major(batch_major, xs), reverse=reverse)[1]
-    return _time_major(batch_major, outs)
-
-
-def _states(xs, h0):
-    """`[hs]`'s shape: `xs`'s but for its last axis, `h0`'s."""
-    return [jax.ShapeDtypeStruct(xs.shape[:2] + h0.shape[1:], jnp.float32)]
-
-
-def _panels(*kernels):
-    """Each `(K, 4H)` kernel as the forward kernel reads it: `(H/16, K, 64)`, panel
-    `p` holding the columns of units `16p..16p+15` of the gates i, f, j, o side by side."""
-    return [w.reshape(w.shape[0], 4, -1, LANES).transpose(2, 0, 1, 3).reshape(
-        -1, w.shape[0], 4 * LANES) for w in kernels]
-
-
-def _panels_transposed(w_hh):
-    """`w_hh.T` `(4H, H)` as the backward kernel reads it: `(ceil(H/64), 4H, 64)`,
-    panel `p` holding columns `64p..64p+63` (the last one zero-padded)."""
-    hidden, gates = w_hh.shape
-    panels = -(-hidden // (4 * LANES))
-    w_t = jnp.pad(w_hh.T, ((0, 0), (0, panels * 4 * LANES - hidden)))
-    return w_t.reshape(gates, panels, 4 * LANES).transpose(1, 0, 2)
-
-
-def _call(target: str, results, *operands, hidden: int, reverse: bool, batch_major: bool,
-          aliases=None, **attributes):
-    """Kernel `target` of `hidden` units on `operands`; `results[0]` is per step."""
-    time, batch = results[0].shape[:2][::-1] if batch_major else results[0].shape[:2]
-    call = jax.ffi.ffi_call(target, tuple(results), vmap_method="sequential",
-                            input_output_aliases=aliases)
-    return call(*operands, reverse=np.int32(reverse), batch_major=np.int32(batch_major),
-                threads=np.int32(_threads(time, batch, hidden)), **attributes)
-
-
-def _threads(time: int, batch: int, hidden: int) -> int:
-    """Threads for the kernel, each owning a block of rows for the whole sequence:
-    one per core, but at least 4 rows and 4M multiply-adds apiece (handing a
-    block to another thread costs microseconds)."""
-    macs = time * batch * 4 * hidden * hidden
-    return max(1, min(cpu_cores(), batch // 4, macs // 4_000_000))
+        return state_type(last(hs), last(c)), ys, state_type(hs, c)
+    return state_type(last(hs), c), ys, None

@@ -6,19 +6,25 @@
 // share a product, several times a step. Here each thread owns a block of batch
 // rows for the whole sequence: rows of an LSTM never meet, so the threads never
 // wait on each other, and a step's product and gate math run on register
-// tiles (6 rows x the four gates of 16 units) with a panel of `w_hh` in cache.
+// tiles (a few rows x the four gates of one vector of units, sized per
+// instruction set below) with a panel of `w_hh` in cache.
 //
 // Shapes (f32, row-major): T steps, B rows, I inputs, H units, G = 4H gates
 // in torch's order (i, f, j, o). Per-step arrays are (T, B, width), or
 // (B, T, width) with `batch_major`. `x` (.., I): the inputs; `w_ih` (I, G) and
-// `w_hh` (H, G) in panels of 16 units, (H/16, I or H, 64), each row of a panel
-// [i f j o] of its 16 units; `b` (G,).
+// `w_hh` (H, G) in panels of L units (L = kLanes, the floats of one vector),
+// (H/L, I or H, 4L), each row of a panel [i f j o] of its L units; `b` (G,).
 //
 // Forward:  z = x_t @ w_ih + h_{t-1} @ w_hh + b;  c_t = σ(f) c_{t-1} + σ(i) tanh(j);
 //           h_t = σ(o) tanh(c_t).
 // The input projection runs a chunk of steps ahead inside the kernel, so no
 // (.., G) array of projected inputs is ever written (XLA:CPU hands out fresh
 // pages for large temporaries on every call, and a page's first touch costs).
+// `lengths` (B,) pad the rows: a row r is read for t < lengths[r] (from
+// lengths[r] - 1 down to 0 with `reverse`); past that its state is carried and
+// written out unchanged (the JAX side zeroes the outputs). Where `resets` (per
+// step) is true on a step read, the state is set to (h_r, c_r) first.
+//
 // The saving forward also writes the gates' activations a_t = [σ(i) σ(f)
 // tanh(j) σ(o)]; with c_{t-1} and c_t they give the tangent
 //   dz_t = dz_in_t + dh_{t-1} @ w_hh,  u = dz_t q_t,
@@ -27,174 +33,59 @@
 // c_{t-1}, σ(i), tanh c_t]). The backward kernel is its transpose; it writes
 // dz over the saved activations, in place.
 
-#include <algorithm>
-#include <atomic>
-#include <cstdint>
-#include <cstring>
-#include <memory>
-#include <thread>
-#include <type_traits>
-#include <vector>
-
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+#include "cpu_common.h"
 
 namespace {
 
-constexpr int kLanes = 16;     // floats per vector (one AVX-512 register)
-constexpr int kTileRows = 6;   // 6 rows x 4 vectors: 24 accumulators of 32 registers
-
-typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-// A broadcast (`vf{} + x` would add -0.0 first; a loop over lanes inserts each).
-inline vf splat(float x) { return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
-
-// exp(x), Cephes' polynomial on [-ln2/2, ln2/2]; relative error ~2e-7. The
-// clamps let NaN through (a comparison with NaN is false).
-inline vf exp_(vf x) {
-  x = x > 88.0f ? splat(88.0f) : x;
-  x = x < -87.0f ? splat(-87.0f) : x;
-  // Round to the nearest integer with the 1.5 * 2^23 shift (no -ffast-math here).
-  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  vf r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-// 1 / x for x >= 1: AVX-512's 14-bit estimate and one Newton step (a division
-// takes several times as long).
-inline vf reciprocal(vf x) {
-#ifdef __AVX512F__
-  const vf r = reinterpret_cast<vf>(_mm512_rcp14_ps(reinterpret_cast<__m512>(x)));
-  return r * (2.0f - x * r);
-#else
-  return 1.0f / x;
-#endif
-}
-
-inline vf sigmoid(vf x) { return reciprocal(1.0f + exp_(-x)); }
-
-inline vf tanh_(vf x) {
-  const vf e = exp_(-2.0f * (x < 0.0f ? -x : x));
-  const vf t = (1.0f - e) * reciprocal(1.0f + e);
-  return x < 0.0f ? -t : t;
-}
-
-// Rows [begin, end) in tiles: as few as hold kTileRows rows each, as even as can be.
-struct Tiles {
-  int64_t begin, rows, count;
-  Tiles(int64_t begin, int64_t end)
-      : begin(begin), rows(end - begin), count((rows + kTileRows - 1) / kTileRows) {}
-  int64_t start(int64_t tile) const { return begin + rows * tile / count; }
-};
-
-struct Sequence {
-  int64_t T, B, H;
-  bool reverse;
-  bool batch_major;  // the per-step arrays are (B, T, width), else (T, B, width)
-  int64_t first() const { return reverse ? T - 1 : 0; }
-  // Offset of row r of step t in a per-step array.
-  int64_t at(int64_t t, int64_t r, int64_t width) const {
-    return (batch_major ? r * T + t : t * B + r) * width;
-  }
-  // Distance from one row of a step to the next.
-  int64_t row_stride(int64_t width) const { return batch_major ? T * width : width; }
-};
-
 struct Forward {
   Sequence s;
+  Masks m;
   int64_t I;  // input features
   const float *x, *w_ih, *w_hh, *b, *h0, *c0;
-  float* hs;
+  float* hs;      // every step's h (past a row's length: its state, carried)
   float* cs;      // every step's c; or null, and then
   float* c_last;  // (B, H): the last step's c alone
-  float* gates;   // (.., G): σ(i), σ(f), tanh(j), σ(o); null unless saving them
+  float* gates;   // (.., G): σ(i), σ(f), tanh(j), σ(o) (0 past the length); null unless saving
 };
 
-// out[r, :16V] (+)= a[r, :K] @ m[:K, :16V] for rows [0, R): the accumulators stay in
-// registers (kept out of line so that no other values compete for them).
-template <int R, int V, bool kAccumulate = false>
-__attribute__((noinline)) void product_tile(const float* a, int64_t lda, const float* m,
-                                            int64_t ldm, int64_t K, float* out, int64_t ldo) {
-  vf acc[R][V] = {};
-  if (kAccumulate)
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < V; ++v) acc[r][v] = load(out + r * ldo + v * kLanes);
-  for (int64_t k = 0; k < K; ++k) {
-    const float* mk = m + k * ldm;
-    vf w[V];
-    for (int v = 0; v < V; ++v) w[v] = load(mk + v * kLanes);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const vf ak = splat(a[r * lda + k]);
-      for (int v = 0; v < V; ++v) acc[r][v] += ak * w[v];
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) store(out + r * ldo + v * kLanes, acc[r][v]);
-}
-
-// Calls f(std::integral_constant<int, n>) for a tile of n = 1..kTileRows rows.
-template <typename F>
-void with_tile_rows(int64_t n, F f) {
-  switch (n) {
-    case 6: f(std::integral_constant<int, 6>{}); break;
-    case 5: f(std::integral_constant<int, 5>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    default: f(std::integral_constant<int, 1>{}); break;
-  }
-}
-
-// Step t of rows [r0, r0 + R), units [u, u + 16): z (R rows, stride ldz) holds
-// x_t @ w_ih for the units' 64 gate columns; this adds h_{t-1} @ w_hh and b and
-// finishes the step. h_{t-1} and c_{t-1} are read from rows of h_prev and c_in,
-// and c_t is written to rows of c_out, each at its own stride.
+// Step t of rows [r0, r0 + R), units [u, u + L): z (R rows, stride ldz) holds
+// x_t @ w_ih for the units' 4L gate columns; this adds h_{t-1} @ w_hh and b and
+// finishes the step. h (rows of h_prev, H apart) is read and the new one
+// written to h_next; c (rows H apart) is updated in place. A row past its
+// length (valid[r] false) keeps its state.
 template <int R>
-void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const float* h_prev,
-                  int64_t h_stride, const float* c_in, int64_t c_in_stride, float* c_out,
-                  int64_t c_out_stride, float* z, int64_t ldz) {
+void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const bool* valid,
+                  const float* h_prev, float* h_next, float* c, float* z, int64_t ldz) {
   const int64_t H = a.s.H, G = 4 * H;
-  product_tile<R, 4, true>(h_prev, h_stride, a.w_hh + u * 4 * H, 4 * kLanes, H, z, ldz);
+  product_tile<R, 4, true>(h_prev, H, a.w_hh + u * 4 * H, 4 * kLanes, H, z, ldz);
   for (int r = 0; r < R; ++r) {
+    float* h_out = a.hs + a.s.at(t, r0 + r, H) + u;
+    float* c_r = c + r * H + u;
+    float* gates = a.gates != nullptr ? a.gates + a.s.at(t, r0 + r, G) + u : nullptr;
+    if (!valid[r]) {
+      const vf h = load(h_prev + r * H + u);
+      store(h_next + r * H + u, h);
+      store(h_out, h);
+      if (a.cs != nullptr) store(a.cs + a.s.at(t, r0 + r, H) + u, load(c_r));
+      if (gates != nullptr)
+        for (int g = 0; g < 4; ++g) store(gates + g * H, vf{});
+      continue;
+    }
     vf gate[4];
     for (int g = 0; g < 4; ++g) gate[g] = load(z + r * ldz + g * kLanes) + load(a.b + g * H + u);
     const vf i = sigmoid(gate[0]), f = sigmoid(gate[1]);
     const vf j = tanh_(gate[2]), o = sigmoid(gate[3]);
-    const vf c_old = load(c_in + r * c_in_stride + u);
-    const vf c = f * c_old + i * j;
-    const vf tc = tanh_(c);
-    store(a.hs + a.s.at(t, r0 + r, H) + u, o * tc);
-    store(c_out + r * c_out_stride + u, c);
-    if (a.gates != nullptr) {
-      float* out = a.gates + a.s.at(t, r0 + r, G) + u;
-      store(out, i);
-      store(out + H, f);
-      store(out + 2 * H, j);
-      store(out + 3 * H, o);
+    const vf c_new = f * load(c_r) + i * j;
+    const vf h = o * tanh_(c_new);
+    store(h_next + r * H + u, h);
+    store(h_out, h);
+    store(c_r, c_new);
+    if (a.cs != nullptr) store(a.cs + a.s.at(t, r0 + r, H) + u, c_new);
+    if (gates != nullptr) {
+      store(gates, i);
+      store(gates + H, f);
+      store(gates + 2 * H, j);
+      store(gates + 3 * H, o);
     }
   }
 }
@@ -204,25 +95,33 @@ void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const floa
 constexpr int64_t kProjectedFloats = int64_t{1} << 18;
 
 void forward_rows(const Forward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, G = 4 * H, rows = end - begin;
+  const int64_t H = a.s.H, G = 4 * H, rows = end - begin, T = a.s.T;
   const Tiles tiles(begin, end);
+  // Steps at or past every row's length only carry the states (both ways:
+  // with `reverse` a row is read from its length - 1 down to 0).
+  int64_t longest = 0;
+  for (int64_t r = begin; r < end; ++r) longest = std::max(longest, a.m.length(r, T));
   // The input projection runs a chunk of steps ahead of the recurrence, panel
   // by panel of w_ih, so that w_ih and w_hh take turns in cache per chunk
   // rather than per step.
-  const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, a.s.T);
-  thread_local std::vector<float> projected;  // kept across calls: no fresh pages
+  const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, T);
+  thread_local std::vector<float> projected, state;  // kept across calls: no fresh pages
   projected.resize(chunk * rows * G);
-  // projected[(s * rows + r) * G + 4u + 16g + lane]: step s of the chunk, row r,
+  // projected[(s * rows + r) * G + 4u + L g + lane]: step s of the chunk, row r,
   // gate g of unit u + lane.
   auto z_of = [&](int64_t s, int64_t r0) { return projected.data() + (s * rows + r0 - begin) * G; };
-  // Without cs, the rows' c lives here from step to step.
-  thread_local std::vector<float> carry;
-  if (a.cs == nullptr) carry.assign(a.c0 + begin * H, a.c0 + end * H);
-  for (int64_t done = 0; done < a.s.T; done += chunk) {
-    const int64_t steps = std::min(chunk, a.s.T - done);
-    auto time = [&](int64_t s) { return a.s.reverse ? a.s.T - 1 - (done + s) : done + s; };
+  // The rows' h (read, and the next one written) and c, from step to step.
+  state.resize(3 * rows * H);
+  float *h_prev = state.data(), *h_next = h_prev + rows * H, *c = h_next + rows * H;
+  std::copy(a.h0 + begin * H, a.h0 + end * H, h_prev);
+  std::copy(a.c0 + begin * H, a.c0 + end * H, c);
+  std::unique_ptr<bool[]> valid(new bool[rows]);
+  for (int64_t done = 0; done < T; done += chunk) {
+    const int64_t steps = std::min(chunk, T - done);
+    auto time = [&](int64_t s) { return a.s.reverse ? T - 1 - (done + s) : done + s; };
     for (int64_t u = 0; u < H; u += kLanes)
-      for (int64_t s = 0; s < steps; ++s)
+      for (int64_t s = 0; s < steps; ++s) {
+        if (time(s) >= longest) continue;
         for (int64_t tile = 0; tile < tiles.count; ++tile) {
           const int64_t r0 = tiles.start(tile);
           with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
@@ -230,43 +129,50 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
                                  a.w_ih + u * 4 * a.I, 4 * kLanes, a.I, z_of(s, r0) + 4 * u, G);
           });
         }
+      }
     for (int64_t s = 0; s < steps; ++s) {
-      const int64_t t = time(s), prev = a.s.reverse ? t + 1 : t - 1;
-      const bool start = done + s == 0;
+      const int64_t t = time(s);
+      for (int64_t r = 0; r < rows; ++r) {
+        valid[r] = t < a.m.length(begin + r, T);
+        if (valid[r] && a.m.resets[a.s.at(t, begin + r, 1)]) {
+          std::copy(a.m.h_r + (begin + r) * H, a.m.h_r + (begin + r + 1) * H, h_prev + r * H);
+          std::copy(a.m.c_r + (begin + r) * H, a.m.c_r + (begin + r + 1) * H, c + r * H);
+        }
+      }
+      if (t >= longest) {  // every row's state carried: no products
+        for (int64_t r = 0; r < rows; ++r) {
+          std::copy(h_prev + r * H, h_prev + (r + 1) * H, a.hs + a.s.at(t, begin + r, H));
+          if (a.cs != nullptr) std::copy(c + r * H, c + (r + 1) * H, a.cs + a.s.at(t, begin + r, H));
+          if (a.gates != nullptr) std::fill_n(a.gates + a.s.at(t, begin + r, G), G, 0.0f);
+        }
+        continue;
+      }
       // Panel by panel, every tile of rows: a panel of w_hh stays in cache for all.
       for (int64_t u = 0; u < H; u += kLanes)
         for (int64_t tile = 0; tile < tiles.count; ++tile) {
-          const int64_t r0 = tiles.start(tile);
-          // h0 and c0 have rows H apart, hs and cs row_stride(H).
-          const int64_t stride = start ? H : a.s.row_stride(H);
-          const float* h_prev = start ? a.h0 + r0 * H : a.hs + a.s.at(prev, r0, H);
-          const float* c_in = start ? a.c0 + r0 * H : a.cs + a.s.at(prev, r0, H);
-          float* c_out = a.cs + a.s.at(t, r0, H);
-          int64_t c_in_stride = stride, c_out_stride = a.s.row_stride(H);
-          if (a.cs == nullptr) {
-            c_in = c_out = carry.data() + (r0 - begin) * H;
-            c_in_stride = c_out_stride = H;
-          }
+          const int64_t r0 = tiles.start(tile), offset = (r0 - begin) * H;
           with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
-            forward_tile<R()>(a, t, r0, u, h_prev, stride, c_in, c_in_stride, c_out,
-                              c_out_stride, z_of(s, r0) + 4 * u, G);
+            forward_tile<R()>(a, t, r0, u, valid.get() + (r0 - begin), h_prev + offset,
+                              h_next + offset, c + offset, z_of(s, r0) + 4 * u, G);
           });
         }
+      std::swap(h_prev, h_next);
     }
   }
-  if (a.cs == nullptr) std::copy(carry.begin(), carry.end(), a.c_last + begin * H);
+  if (a.c_last != nullptr) std::copy(c, c + rows * H, a.c_last + begin * H);
 }
 
 struct Backward {
   Sequence s;
+  Masks m;
   const float *wt, *c0, *cs, *ghs;  // wt: w_hh.T in panels
   const float* gcs;  // null when c's cotangent is zero
-  float* gz;  // the saved gates on entry, overwritten step by step with dz
-  float *gh0, *gc0;
+  float* gz;  // the saved gates on entry, overwritten step by step with dz (0 past a length)
+  float *gh0, *gc0, *gh_r, *gc_r;
 };
 
 // gh[r, :] = gz[r, :] @ w_hh.T for rows [0, R); wt holds w_hh.T in panels of
-// 64 columns, (ceil(H / 64), G, 64), the last one zero-padded.
+// 4L columns, (ceil(H / 4L), G, 4L), the last one zero-padded.
 template <int R>
 void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64_t H, int64_t u,
                       float* gh) {
@@ -281,149 +187,185 @@ void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64
   }
 }
 
-// Rows [begin, end) from the last step back; gh, gc: (end - begin, H) carries.
+// Rows [begin, end) from the last step back, with the cotangents of h and c
+// carried from step to step in gh, gc. A step past a row's length passed its
+// state on unchanged (so its cotangents flow through, and its dz is 0); a
+// reset cut the state off from the step before (its cotangents go to h_r, c_r).
 void backward_rows(const Backward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, G = 4 * H, rows = end - begin;
+  const int64_t H = a.s.H, G = 4 * H, rows = end - begin, T = a.s.T;
   const Tiles tiles(0, rows);  // offsets into this block
   const int64_t gz_stride = a.s.row_stride(G);
   std::vector<float> gh(rows * H, 0.0f), gc(rows * H, 0.0f);
-  int64_t t = a.s.reverse ? 0 : a.s.T - 1;
-  for (int64_t step = 0; step < a.s.T; ++step, t = a.s.reverse ? t + 1 : t - 1) {
+  std::vector<int64_t> length(rows);
+  bool padded = false;
+  for (int64_t r = 0; r < rows; ++r) {
+    length[r] = a.m.length(begin + r, T);
+    padded |= length[r] < T;
+  }
+  // Without padding nor resets, the products write the carry directly.
+  bool any_reset = false;
+  for (int64_t t = 0; t < T && !any_reset; ++t)
+    for (int64_t r = begin; r < end && !any_reset; ++r) any_reset = a.m.resets[a.s.at(t, r, 1)];
+  std::vector<float> product(padded || any_reset ? rows * H : 0);
+  std::fill_n(a.gh_r + begin * H, rows * H, 0.0f);
+  std::fill_n(a.gc_r + begin * H, rows * H, 0.0f);
+  int64_t t = a.s.reverse ? 0 : T - 1;
+  for (int64_t step = 0; step < T; ++step, t = a.s.reverse ? t + 1 : t - 1) {
     const bool start = t == a.s.first();  // the forward pass's first step
     const int64_t prev = a.s.reverse ? t + 1 : t - 1;
+    bool any_valid = false;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = a.s.at(t, begin + r, H), zrow = a.s.at(t, begin + r, G);
-      const float* c_prev = start ? a.c0 + (begin + r) * H : a.cs + a.s.at(prev, begin + r, H);
-      float* gh_r = gh.data() + r * H;
-      float* gc_r = gc.data() + r * H;
+      float* gh_row = gh.data() + r * H;
+      float* gc_row = gc.data() + r * H;
+      if (t >= length[r]) {
+        for (int64_t k = 0; k < H; ++k) gh_row[k] += a.ghs[row + k];
+        if (a.gcs != nullptr)
+          for (int64_t k = 0; k < H; ++k) gc_row[k] += a.gcs[row + k];
+        std::fill_n(a.gz + zrow, G, 0.0f);
+        continue;
+      }
+      any_valid = true;
+      const bool reset = a.m.resets[a.s.at(t, begin + r, 1)];
+      // Past a row's length the states were carried, so cs[prev] is the c
+      // this step read, but for a reset.
+      const float* c_prev = reset ? a.m.c_r + (begin + r) * H
+                            : start ? a.c0 + (begin + r) * H : a.cs + a.s.at(prev, begin + r, H);
       for (int64_t u = 0; u < H; u += kLanes) {
         float* gz = a.gz + zrow + u;
         const vf i = load(gz), f = load(gz + H), j = load(gz + 2 * H), o = load(gz + 3 * H);
         const vf tc = tanh_(load(a.cs + row + u));
-        const vf gh_t = load(a.ghs + row + u) + load(gh_r + u);
+        const vf gh_t = load(a.ghs + row + u) + load(gh_row + u);
         const vf gc_in = a.gcs != nullptr ? load(a.gcs + row + u) : vf{};
-        const vf gc_t = gc_in + load(gc_r + u) + o * (1.0f - tc * tc) * gh_t;
+        const vf gc_t = gc_in + load(gc_row + u) + o * (1.0f - tc * tc) * gh_t;
         store(gz, i * (1.0f - i) * j * gc_t);
         store(gz + H, f * (1.0f - f) * load(c_prev + u) * gc_t);
         store(gz + 2 * H, (1.0f - j * j) * i * gc_t);
         store(gz + 3 * H, o * (1.0f - o) * tc * gh_t);
-        store(gc_r + u, f * gc_t);
+        store(gc_row + u, f * gc_t);
       }
     }
+    if (!any_valid) continue;
     // The carry into the step before: gh = gz_t @ w_hh.T, panel by panel of w_hh.T,
     // every tile of rows.
+    float* out = product.empty() ? gh.data() : product.data();
     for (int64_t u = 0; u < H; u += 4 * kLanes)
       for (int64_t tile = 0; tile < tiles.count; ++tile) {
         const int64_t r0 = tiles.start(tile), r1 = tiles.start(tile + 1);
         const float* gz = a.gz + a.s.at(t, begin + r0, G);
-        float* out = gh.data() + r0 * H;
         with_tile_rows(r1 - r0, [&](auto R) {
-          backward_product<R()>(gz, gz_stride, a.wt, H, u, out);
+          backward_product<R()>(gz, gz_stride, a.wt, H, u, out + r0 * H);
         });
       }
+    if (product.empty()) continue;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (t >= length[r]) continue;
+      float* gh_row = gh.data() + r * H;
+      float* gc_row = gc.data() + r * H;
+      if (a.m.resets[a.s.at(t, begin + r, 1)]) {
+        float *to_h = a.gh_r + (begin + r) * H, *to_c = a.gc_r + (begin + r) * H;
+        for (int64_t k = 0; k < H; ++k) {
+          to_h[k] += product[r * H + k];
+          to_c[k] += gc_row[k];
+        }
+        std::fill_n(gh_row, H, 0.0f);
+        std::fill_n(gc_row, H, 0.0f);
+      } else {
+        std::copy(product.begin() + r * H, product.begin() + (r + 1) * H, gh_row);
+      }
+    }
   }
   std::memcpy(a.gh0 + begin * H, gh.data(), rows * H * sizeof(float));
   std::memcpy(a.gc0 + begin * H, gc.data(), rows * H * sizeof(float));
 }
 
-// Runs body(begin, end) over `blocks` contiguous blocks of the B rows, on XLA's
-// intra-op threads and the caller's. Every thread claims blocks until none is
-// left, and the caller waits only for blocks already running: when the pool is
-// busy (say with the other direction of a bidirectional layer, waiting the same
-// way) the caller runs every block itself rather than wait for a free thread.
-template <typename Body>
-void over_row_blocks(int64_t B, int64_t blocks, ffi::ThreadPool& pool, Body body) {
-  blocks = std::max<int64_t>(1, std::min(blocks, B));
-  struct Progress {
-    std::atomic<int64_t> claimed{0}, finished{0};
-  };
-  // Shared, as a task may start after the call returns (and then finds no block).
-  auto progress = std::make_shared<Progress>();
-  auto work = [progress, blocks, B, body] {
-    for (int64_t i; (i = progress->claimed.fetch_add(1)) < blocks;) {
-      body(B * i / blocks, B * (i + 1) / blocks);
-      progress->finished.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t i = 1; i < blocks; ++i) pool.Schedule(decltype(work)(work));
-  work();
-  while (progress->finished.load(std::memory_order_acquire) < blocks) std::this_thread::yield();
-}
 
-// The sequence of a per-step array of H units' steps.
-Sequence sequence_of(const ffi::Buffer<ffi::F32>& per_step, int64_t H, int32_t reverse,
-                     int32_t batch_major) {
-  const auto d = per_step.dimensions();
-  return batch_major ? Sequence{d[1], d[0], H, reverse != 0, true}
-                     : Sequence{d[0], d[1], H, reverse != 0, false};
-}
-
-using F32 = ffi::Buffer<ffi::F32>;
-using F32Out = ffi::ResultBuffer<ffi::F32>;
-
-// x (.., I): the inputs; w_ih, w_hh: in panels of 16 units, (H/16, I or H, 64).
-ffi::Error run_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, int32_t reverse,
-                       int32_t batch_major, int32_t threads, ffi::ThreadPool& pool, F32Out& hs,
-                       float* cs, float* c_last, float* gates) {
+// x (.., I): the inputs; w_ih, w_hh: in panels of L units, (H/L, I or H, 4L).
+ffi::Error run_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, S32 lengths,
+                       Pred resets, F32 h_r, F32 c_r, int32_t reverse, int32_t batch_major,
+                       int32_t threads, ffi::ThreadPool& pool, F32Out& hs, float* cs,
+                       float* c_last, float* gates) {
   const auto xd = x.dimensions(), hd = h0.dimensions();
   const int64_t H = hd.size() == 2 ? hd[1] : 0, G = 4 * H, I = xd.size() == 3 ? xd[2] : 0;
   if (xd.size() != 3 || hd.size() != 2 || c0.element_count() != h0.element_count() ||
       hd[0] != xd[batch_major ? 0 : 1] || b.element_count() != size_t(G) ||
       w_hh.element_count() != size_t(G * H) || w_ih.element_count() != size_t(G * I))
     return ffi::Error::InvalidArgument("rnnscan_lstm: operands of inconsistent shapes");
-  const Forward a{sequence_of(x, H, reverse, batch_major), I, x.typed_data(),
-                  w_ih.typed_data(), w_hh.typed_data(), b.typed_data(), h0.typed_data(),
-                  c0.typed_data(), hs->typed_data(), cs, c_last, gates};
+  const Sequence s = sequence_of(x, H, reverse, batch_major);
+  if (!masks_fit(s, lengths, resets, h_r, c_r))
+    return ffi::Error::InvalidArgument("rnnscan_lstm: lengths or resets of the wrong shape");
+  const Forward a{s, masks_of(lengths, resets, h_r, c_r), I, x.typed_data(), w_ih.typed_data(),
+                  w_hh.typed_data(), b.typed_data(), h0.typed_data(), c0.typed_data(),
+                  hs->typed_data(), cs, c_last, gates};
   over_row_blocks(a.s.B, threads, pool,
                   [&a](int64_t begin, int64_t end) { forward_rows(a, begin, end); });
   return ffi::Error::Success();
 }
 
 // The states without cs: hs and the last c.
-ffi::Error lstm_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, int32_t reverse,
-                        int32_t batch_major, int32_t threads, ffi::ThreadPool pool, F32Out hs,
-                        F32Out c_last) {
-  return run_forward(x, w_ih, w_hh, b, h0, c0, reverse, batch_major, threads, pool, hs, nullptr,
-                     c_last->typed_data(), nullptr);
+ffi::Error lstm_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, S32 lengths,
+                        Pred resets, F32 h_r, F32 c_r, int32_t reverse, int32_t batch_major,
+                        int32_t threads, ffi::ThreadPool pool, F32Out hs, F32Out c_last) {
+  return run_forward(x, w_ih, w_hh, b, h0, c0, lengths, resets, h_r, c_r, reverse, batch_major,
+                     threads, pool, hs, nullptr, c_last->typed_data(), nullptr);
 }
 
-ffi::Error lstm_forward_saving(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, int32_t reverse,
+ffi::Error lstm_forward_saving(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, S32 lengths,
+                               Pred resets, F32 h_r, F32 c_r, int32_t reverse,
                                int32_t batch_major, int32_t threads, ffi::ThreadPool pool,
                                F32Out hs, F32Out cs, F32Out gates) {
-  return run_forward(x, w_ih, w_hh, b, h0, c0, reverse, batch_major, threads, pool, hs,
-                     cs->typed_data(), nullptr, gates->typed_data());
+  return run_forward(x, w_ih, w_hh, b, h0, c0, lengths, resets, h_r, c_r, reverse, batch_major,
+                     threads, pool, hs, cs->typed_data(), nullptr, gates->typed_data());
 }
 
-// wt: w_hh.T in panels of 64 units, (ceil(H/64), G, 64). `gates` and `gz` share
+// wt: w_hh.T in panels of 4L units, (ceil(H/4L), G, 4L). `gates` and `gz` share
 // one buffer (an input-output alias), read and then overwritten step by step.
 // Without `has_gcs`, gcs is a placeholder for zeros.
-ffi::Error lstm_backward(F32 wt, F32 c0, F32 cs, F32 ghs, F32 gcs, F32 gates, int32_t reverse,
-                         int32_t batch_major, int32_t threads, int32_t has_gcs,
-                         ffi::ThreadPool pool, F32Out gz, F32Out gh0, F32Out gc0) {
-  const Backward a{sequence_of(gates, c0.dimensions()[1], reverse, batch_major),
-                   wt.typed_data(), c0.typed_data(), cs.typed_data(), ghs.typed_data(),
-                   has_gcs ? gcs.typed_data() : nullptr, gz->typed_data(), gh0->typed_data(),
-                   gc0->typed_data()};
+ffi::Error lstm_backward(F32 wt, F32 c0, F32 cs, F32 ghs, F32 gcs, F32 gates, S32 lengths,
+                         Pred resets, F32 c_r, int32_t reverse, int32_t batch_major,
+                         int32_t threads, int32_t has_gcs, ffi::ThreadPool pool, F32Out gz,
+                         F32Out gh0, F32Out gc0, F32Out gh_r, F32Out gc_r) {
+  const Sequence s = sequence_of(gates, c0.dimensions()[1], reverse, batch_major);
+  if (!masks_fit(s, lengths, resets, c_r, c_r) || cs.element_count() != size_t(s.T * s.B * s.H))
+    return ffi::Error::InvalidArgument("rnnscan_lstm_backward: operands of inconsistent shapes");
+  const Masks m{lengths.typed_data(), resets.typed_data(), nullptr, c_r.typed_data()};
+  const Backward a{s, m, wt.typed_data(), c0.typed_data(),
+                   cs.typed_data(), ghs.typed_data(), has_gcs ? gcs.typed_data() : nullptr,
+                   gz->typed_data(), gh0->typed_data(), gc0->typed_data(), gh_r->typed_data(),
+                   gc_r->typed_data()};
   over_row_blocks(a.s.B, threads, pool,
                   [&a](int64_t begin, int64_t end) { backward_rows(a, begin, end); });
   return ffi::Error::Success();
 }
 
-// What every kernel binds first: six buffers, then its layout and thread count.
-auto binding() {
+// The forward kernels' operands and attributes.
+auto forward_binding() {
   return ffi::Ffi::Bind()
-      .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-      .Attr<int32_t>("reverse").Attr<int32_t>("batch_major").Attr<int32_t>("threads");
+      .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()  // x .. c0
+      .Arg<S32>().Arg<Pred>().Arg<F32>().Arg<F32>()  // lengths, resets, h_r, c_r
+      .Attr<int32_t>("reverse").Attr<int32_t>("batch_major").Attr<int32_t>("threads")
+      .Ctx<ffi::ThreadPool>();
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnscan_lstm_forward, lstm_forward,
-                              binding().Ctx<ffi::ThreadPool>().Ret<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RNNSCAN_TARGET(rnnscan_lstm_forward), lstm_forward,
+                              forward_binding().Ret<F32>().Ret<F32>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnscan_lstm_forward_saving, lstm_forward_saving,
-                              binding().Ctx<ffi::ThreadPool>().Ret<F32>().Ret<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RNNSCAN_TARGET(rnnscan_lstm_forward_saving), lstm_forward_saving,
+                              forward_binding().Ret<F32>().Ret<F32>().Ret<F32>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnscan_lstm_backward, lstm_backward,
-                              binding().Attr<int32_t>("has_gcs").Ctx<ffi::ThreadPool>()
-                                  .Ret<F32>().Ret<F32>().Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RNNSCAN_TARGET(rnnscan_lstm_backward), lstm_backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>()  // wt, c0, cs, ghs, gcs, gates
+                                  .Arg<S32>().Arg<Pred>().Arg<F32>()  // lengths, resets, c_r
+                                  .Attr<int32_t>("reverse").Attr<int32_t>("batch_major")
+                                  .Attr<int32_t>("threads").Attr<int32_t>("has_gcs")
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
+
+// The variant's vector width, which the JAX side lays the weights out by, and
+// the hash of the source it was built from (build.py's source_hash).
+extern "C" int RNNSCAN_TARGET(rnnscan_lanes)() { return kLanes; }
+extern "C" const char* RNNSCAN_TARGET(rnnscan_source)() { return RNNSCAN_SOURCE_HASH; }

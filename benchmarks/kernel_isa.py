@@ -1,0 +1,175 @@
+"""The CPU LSTM kernel against the scan it replaces and torch, per instruction set.
+
+    python benchmarks/kernel_isa.py --name kernel_isa_cpu [--rounds 7] [--isas avx512,avx2]
+
+Each instruction set runs in its own process: `avx512` natively; `avx2`
+emulated on an AVX-512 CPU, with the kernel's AVX2 variant
+(`RNNSCAN_KERNEL_ISA=avx2`), XLA:CPU held to AVX2 (`XLA_FLAGS=--xla_cpu_max_isa=AVX2`)
+and torch too (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`). Per row and
+mode the three take turns, round by round (one call each, after a warm-up), so
+all see the same load on a shared machine; the table gives medians and the
+median of the per-round ratios (scan / kernel, torch / kernel: above 1, the
+kernel is faster). Writes benchmarks/results/NAME.json and NAME.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# (batch, time, input, hidden, padded): padded rows have lengths in [time/2, time].
+ROWS = [(16, 128, 128, 128, False), (32, 128, 256, 256, False), (32, 128, 256, 256, True),
+        (64, 256, 512, 512, False)]
+EMULATION = {
+    "avx512": {},
+    "avx2": {"RNNSCAN_KERNEL_ISA": "avx2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+RESULTS = Path(__file__).parent / "results"
+
+
+def programs(batch, time_, features, hidden, padded, mode):
+    """`{name: zero-argument callable}` for the kernel, the scan and torch."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    import rnnscan as rs
+    from rnnscan.kernels import lstm as lstm_kernel
+
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(batch, time_, features)).astype(np.float32)
+    lengths = (rng.integers(time_ // 2, time_ + 1, size=batch).astype(np.int32) if padded
+               else None)
+    cell = rs.lstm(features, hidden, forget_bias=0.0)
+    params = cell.init(jax.random.key(0))
+    h0 = cell.initial_state(params, (batch,))
+
+    def kernel(p, x):
+        return lstm_kernel.sequence(p, h0, x, lengths=lengths, forget_bias=0.0, force=True)[1]
+
+    def scan(p, x):  # the same cell without its kernel: unroll's lax.scan
+        return rs.unroll(cell._replace(sequence_kernel=None), p, x, lengths=lengths)[0]
+
+    def jax_program(apply):
+        if mode == "fwd":
+            fn = jax.jit(apply)
+        else:
+            fn = jax.jit(jax.grad(lambda p, x: jnp.sum(apply(p, x)), argnums=(0, 1)))
+        return lambda: jax.block_until_ready(fn(params, xs))
+
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(features, hidden, batch_first=True)
+    x_t = torch.from_numpy(xs).requires_grad_(mode != "fwd")
+
+    def torch_forward():
+        if lengths is None:
+            return module(x_t)[0]
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x_t, torch.from_numpy(lengths).long(), batch_first=True, enforce_sorted=False)
+        return torch.nn.utils.rnn.pad_packed_sequence(module(packed)[0], batch_first=True,
+                                                      total_length=time_)[0]
+
+    def torch_program():
+        if mode == "fwd":
+            with torch.no_grad():
+                torch_forward()
+        else:
+            module.zero_grad()
+            torch_forward().sum().backward()
+
+    return {"kernel": jax_program(kernel), "scan": jax_program(scan), "torch": torch_program}
+
+
+def measure(isa: str, rounds: int, rows) -> list[dict]:
+    """This process's figures (its environment set for `isa`)."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    out = []
+    for batch, time_, features, hidden, padded in rows:
+        for mode in ("fwd", "fwd+bwd"):
+            fns = programs(batch, time_, features, hidden, padded, mode)
+            compile_s = {}
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                compile_s[name] = time.perf_counter() - start
+            times = {name: [] for name in fns}
+            for _ in range(rounds):
+                for name, fn in fns.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+            ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+            ratio = lambda peer: statistics.median(
+                a / b for a, b in zip(times[peer], times["kernel"]))
+            out.append(dict(isa=isa, batch=batch, time=time_, input=features, hidden=hidden,
+                            padded=padded, mode=mode, ms=ms, scan_over_kernel=ratio("scan"),
+                            torch_over_kernel=ratio("torch"), first_call_s=compile_s,
+                            rounds=rounds))
+            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
+def cpu() -> dict:
+    from rnnscan.kernels import loader
+
+    return {"model": loader.cpu_model(), "flags": sorted(loader.cpu_flags()),
+            "cores": len(os.sched_getaffinity(0))}
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| isa | row | mode | kernel ms | scan ms | torch ms | scan/kernel | torch/kernel |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        row = f"LSTM {r['batch']}x{r['time']}x{r['input']}->{r['hidden']}"
+        row += " lengths [T/2, T]" if r["padded"] else ""
+        lines.append(f"| {r['isa']} | {row} | {r['mode']} | {r['ms']['kernel']:.2f} | "
+                     f"{r['ms']['scan']:.2f} | {r['ms']['torch']:.2f} | "
+                     f"{r['scan_over_kernel']:.2f} | {r['torch_over_kernel']:.2f} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--name", default="kernel_isa_cpu")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--isas", default="avx512,avx2")
+    parser.add_argument("--rows", default="all", help="comma-separated row indices, or all")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    rows = ROWS if args.rows == "all" else [ROWS[int(i)] for i in args.rows.split(",")]
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.rounds, rows)))
+        return
+    results = []
+    for isa in args.isas.split(","):
+        env = {**os.environ, **EMULATION[isa]}
+        done = subprocess.run([sys.executable, __file__, "--worker", isa, "--rounds",
+                               str(args.rounds), "--rows", args.rows], env=env,
+                              stdout=subprocess.PIPE, text=True, check=True)
+        results += json.loads(done.stdout.strip().splitlines()[-1])
+    import jax
+    import torch
+
+    record = {"cpu": cpu(), "versions": {"jax": jax.__version__, "torch": torch.__version__},
+              "command": " ".join([Path(sys.executable).name] + sys.argv),
+              "emulation": EMULATION, "results": results}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=1))
+    (RESULTS / f"{args.name}.md").write_text(
+        f"# {args.name}\n\nCPU: {record['cpu']['model']}, {record['cpu']['cores']} cores; "
+        f"jax {jax.__version__}, torch {torch.__version__}.\n\n{table(results)}\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
