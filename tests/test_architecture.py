@@ -17,7 +17,7 @@ LAYERS = [
     ("cells",),
     ("unroll",),
     ("dropout", "layers"),
-    ("interop", "train", "tasks", "bench", "cli", "flax", "equinox", "sampling", "__main__"),
+    ("interop", "train", "tasks", "bench", "cli", "arguments", "flax", "equinox", "sampling", "__main__"),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

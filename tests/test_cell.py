@@ -1,7 +1,6 @@
 """The `Cell` contract: the step is what runs, wrappers are honoured or refused,
 and equal configurations give equal cells (one jit compilation)."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -306,3 +306,13 @@ def test_clip_norm_is_a_flag_with_its_default_in_help(monkeypatch, tmp_path, cap
     assert main(TINY + ["--steps", "1", "--clip-norm", "0.25", "--out", str(tmp_path / "c")]) == 0
     assert seen == [1.0, None, 0.25]
     assert json.loads((tmp_path / "b" / "run.json").read_text())["config"]["clip_norm"] is None
+
+
+def test_info_names_the_instruction_set_and_the_kernel_variant(capsys):
+    from rnnscan import kernels
+    from rnnscan.cli import main
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    info = kernels.info()
+    assert f"isa: {info['isa']}" in out and f"variant: {info['variant']}" in out
+    assert f"why: {info['why']}" in out

@@ -13,7 +13,6 @@ from jax.test_util import check_grads
 
 import rnnscan as rs
 from rnnscan.newton import Newton, newton_options, newton_scan
-from rnnscan.unroll import make_plan
 from tests import reference as ref
 
 B, T, F, H = 4, 9, 3, 4

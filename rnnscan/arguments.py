@@ -1,0 +1,47 @@
+"""The argparse types of the `rnnscan` command's options: each parses one
+option's text, and its error says what was expected and what came."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+
+def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`, called a `what` in errors."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "positive integer")
+non_negative_int = int_at_least(0, "non-negative integer")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def clip_norm(text: str) -> float | None:
+    """An argparse type: a positive finite number, or `none` for no clipping."""
+    if text.lower() == "none":
+        return None
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number or 'none', got {text!r}") from None
