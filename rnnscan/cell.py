@@ -20,6 +20,8 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
 
+from rnnscan.validation import check_bool, check_callable
+
 Params = Any
 State = Any
 PRNGKey = jax.Array
@@ -128,6 +130,15 @@ class SplitStep:
     kernel: Optional[SequenceKernel] = None
     state_dropout: Optional[tuple] = None
 
+    def __post_init__(self):
+        check_callable("project_inputs", self.project_inputs)
+        check_callable("recurrent_step", self.recurrent_step)
+        check_bool("rowwise", self.rowwise)
+        for name, kind in (("linear", LinearRecurrence), ("kernel", SequenceKernel)):
+            if not isinstance(getattr(self, name), (kind, type(None))):
+                raise TypeError(f"{name} must be a {kind.__name__} or None; got "
+                                f"{type(getattr(self, name)).__name__}")
+
     def __call__(self, params, h, x):
         return self.recurrent_step(params, h, self.project_inputs(params, x))
 
@@ -159,6 +170,8 @@ class Cell(NamedTuple):
     @classmethod
     def split(cls, init, initial_state, project_inputs, recurrent_step, **traits) -> "Cell":
         """The cell whose step is `SplitStep(project_inputs, recurrent_step, **traits)`."""
+        check_callable("init", init, optional=True)
+        check_callable("initial_state", initial_state, optional=True)
         return cls(init, initial_state, SplitStep(project_inputs, recurrent_step, **traits),
                    project_inputs, recurrent_step)
 
@@ -206,8 +219,9 @@ def same_for_same_arguments(constructor):
     """Decorates a constructor of cells or layers so that equal arguments give the
     same (equal, same-hash) object: `jax.jit` caches keyed on it then hit, also
     for a cell built anew inside every call of a function (flax's `nn.compact`).
-    Calls with an unhashable argument build a new object each time."""
-    cached = functools.lru_cache(maxsize=1024)(constructor)
+    Calls with an unhashable argument build a new object each time. The cache is
+    typed: `3.0` or `True` do not hit the entry of `3`, and are refused."""
+    cached = functools.lru_cache(maxsize=1024, typed=True)(constructor)
 
     @functools.wraps(constructor)
     def build(*args, **kwargs):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import Cell, same_for_same_arguments, split_step
-from rnnscan.unroll import initial_state_of
+from rnnscan.unroll import check_cell_params, initial_state_of
 from rnnscan.validation import check_xs
 
 
@@ -87,6 +87,7 @@ def variational(cell: Cell) -> Cell:
 def draw_masks(key, rates: Masks, cell: Cell, params, xs, initial_state, time_major) -> Masks:
     """One mask per row for each rate that is on, shaped like a step's x, h, y."""
     batch, _ = check_xs("xs", xs, time_major)
+    check_cell_params(cell, params)
     x = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct((batch,) + np.shape(a)[2:], jnp.result_type(a)), xs
     )

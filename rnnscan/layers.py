@@ -16,10 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnscan import masks
+from rnnscan import masks, tree
 from rnnscan.dropout import Masks, check_rate, draw_masks, keep_mask, variational
 from rnnscan.cell import Cell, Params, PRNGKey, as_cell, same_for_same_arguments
+from rnnscan.unroll import METHODS
 from rnnscan.unroll import unroll as unroll_cell
+from rnnscan.validation import (
+    check_bool, check_choice, check_key, check_remat, check_unroll, context,
+)
 
 
 class Layer(NamedTuple):
@@ -81,6 +85,8 @@ def layer(
       A `Layer` with the cell's params and state.
     """
     cell = as_cell(cell)
+    check_bool("reverse", reverse)
+    check_bool("time_major", time_major)
     rates = Masks(
         check_rate("input_dropout", input_dropout),
         check_rate("state_dropout", state_dropout),
@@ -92,6 +98,9 @@ def layer(
             f"layer() got unexpected keyword arguments {sorted(unknown)}; it takes "
             f"reverse, time_major, the dropout rates and {sorted(_UNROLL_OPTIONS)}"
         )
+    check_unroll(unroll_options.get("unroll"))
+    check_remat(unroll_options.get("remat", False))
+    check_choice("method", unroll_options.get("method", "auto"), METHODS)
     dropped = variational(cell)
 
     def init(key):
@@ -106,6 +115,8 @@ def layer(
             c, p, xs, initial_state=initial_state, lengths=lengths, resets=resets,
             reverse=reverse, time_major=time_major, **unroll_options,
         )
+        if key is not None:
+            check_key("key", key)
         if key is None or not any(rates):
             return run(cell, params)
         drawn = draw_masks(key, rates, cell, params, xs, initial_state, time_major)
@@ -138,8 +149,8 @@ def bidirectional(cell_fw, cell_bw, *, merge: str = "concat", time_major: bool =
       A `Layer` with params `(params_fw, params_bw)` and state `(state_fw,
       state_bw)` (also the structure of `initial_state`).
     """
-    if merge not in _MERGES:
-        raise ValueError(f"merge must be one of {sorted(_MERGES)}; got {merge!r}")
+    check_choice("merge", merge, _MERGES)
+    check_bool("time_major", time_major)
     fw = _as_layer(cell_fw, "cell_fw", time_major=time_major, **layer_options)
     if isinstance(cell_bw, Layer):
         bw = _time_reversed(cell_bw, time_major)
@@ -157,11 +168,19 @@ def bidirectional(cell_fw, cell_bw, *, merge: str = "concat", time_major: bool =
         state_fw, state_bw = (None, None) if initial_state is None else _pair(
             "initial_state", initial_state
         )
+        if key is not None:
+            check_key("key", key)
         key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
-        ys_fw, final_fw = fw.apply(params_fw, xs, lengths=lengths, resets=resets,
-                                   initial_state=state_fw, key=key_fw)
-        ys_bw, final_bw = bw.apply(params_bw, xs, lengths=lengths, resets=resets,
-                                   initial_state=state_bw, key=key_bw)
+        with context("the forward direction"):
+            ys_fw, final_fw = fw.apply(params_fw, xs, lengths=lengths, resets=resets,
+                                       initial_state=state_fw, key=key_fw)
+        with context("the backward direction"):
+            ys_bw, final_bw = bw.apply(params_bw, xs, lengths=lengths, resets=resets,
+                                       initial_state=state_bw, key=key_bw)
+        shapes = [jax.tree_util.tree_map(np.shape, ys) for ys in (ys_fw, ys_bw)]
+        if merge in ("sum", "mean") and shapes[0] != shapes[1]:
+            raise ValueError(f"merge={merge!r} needs outputs of the same shape from both "
+                             f"directions; the forward gives {shapes[0]}, the backward {shapes[1]}")
         return merge_fn(ys_fw, ys_bw), (final_fw, final_bw)
 
     return Layer(init, apply)
@@ -209,6 +228,7 @@ def stack(
         for i, item in enumerate(layers_or_cells)
     )
     n = len(layers)
+    check_bool("time_major", time_major)
     if isinstance(residual, bool):
         residual_at = (residual,) * n
         strict = False
@@ -227,11 +247,14 @@ def stack(
         states = (None,) * n if initial_state is None else _per_layer(
             "initial_state", initial_state, n
         )
+        if key is not None:
+            check_key("key", key)
         keys = (None,) * (2 * n) if key is None else tuple(jax.random.split(key, 2 * n))
         finals = []
         for i, lay in enumerate(layers):
-            ys, final = lay.apply(params[i], xs, lengths=lengths, resets=resets,
-                                  initial_state=states[i], key=keys[2 * i])
+            with context(f"layer {i} of the stack"):
+                ys, final = lay.apply(params[i], xs, lengths=lengths, resets=resets,
+                                      initial_state=states[i], key=keys[2 * i])
             if rate and key is not None and i < n - 1:
                 ys = jax.tree_util.tree_map(
                     lambda a: a * keep_mask(keys[2 * i + 1], rate, a.shape, a.dtype), ys
@@ -293,7 +316,7 @@ def _same_shapes(ys, xs, strict: bool, where: str) -> bool:
 
 
 def _pair(name: str, value):
-    if not (_is_plain_sequence(value) and len(value) == 2):
+    if not (tree.is_plain_sequence(value) and len(value) == 2):
         raise TypeError(
             f"{name} of a bidirectional layer must be a pair (fw, bw); got {type(value).__name__}"
         )
@@ -301,12 +324,7 @@ def _pair(name: str, value):
 
 
 def _per_layer(name: str, value, n: int):
-    if not _is_plain_sequence(value) or len(value) != n:
+    if not tree.is_plain_sequence(value) or len(value) != n:
         got = f"{len(value)} entries" if isinstance(value, (tuple, list)) else type(value).__name__
         raise ValueError(f"{name} of a stack of {n} layers must be a tuple of {n} entries; got {got}")
     return tuple(value)
-
-
-def _is_plain_sequence(value) -> bool:
-    """A tuple or list of entries, not a state NamedTuple (an `LSTMState` is one state)."""
-    return isinstance(value, (tuple, list)) and not hasattr(value, "_fields")

@@ -23,8 +23,9 @@ from rnnscan import associative, chunked, masks, scan, tree, tuning
 from rnnscan.cell import as_cell, split_step
 from rnnscan.plan import Operands, Plan
 from rnnscan.validation import (
-    check_bool, check_lengths, check_positive_int, check_recurrent_kernel, check_remat,
-    check_resets, check_same_structure, check_step, check_unroll, check_xs, is_chunk_size,
+    check_bool, check_choice, check_lengths, check_params, check_positive_int,
+    check_recurrent_kernel, check_remat, check_resets, check_same_structure, check_step,
+    check_unroll, check_xs, is_chunk_size,
 )
 
 METHODS = ("auto", "sequential", "scan", "kernel", "associative")
@@ -168,8 +169,8 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     check_resets(names.resets, resets, batch, time, time_major)
     check_unroll(unroll)
     check_remat(remat)
-    if not (isinstance(method, str) and method in METHODS):
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    check_choice("method", method, METHODS)
+    check_cell_params(cell, params)
 
     h0 = jax.eval_shape(lambda p, s: initial_state_of(cell, p, s, batch), params, initial_state)
     if reset_state is not None:
@@ -294,6 +295,24 @@ def initial_state_of(cell, params, initial_state, batch: int):
         "initial_state", initial_state, expected, f"cell.initial_state(params, ({batch},))"
     )
     return initial_state
+
+
+def check_cell_params(cell, params) -> None:
+    """Raises unless `params` has the leaves and shapes of `cell.init`'s params
+    (a cell without `init` is not checked)."""
+    expected = _init_shapes(cell)
+    if expected is not None:
+        check_params(params, expected)
+
+
+@functools.lru_cache(maxsize=256)
+def _init_shapes(cell):
+    if cell.init is None:
+        return None
+    try:
+        return jax.eval_shape(cell.init, jax.random.key(0))
+    except Exception:  # a user's init that wants another kind of key: not checked
+        return None
 
 
 def _abstract(xs):

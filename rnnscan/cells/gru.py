@@ -10,6 +10,8 @@ from rnnscan import tree
 from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
+    check_flags,
+    check_initializers,
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
@@ -55,6 +57,8 @@ def gru(
       (`b_hn`, the recurrent bias inside the reset, only with `reset_after`).
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    check_flags(reset_after=reset_after, use_bias=use_bias)
+    check_initializers(kernel_init=kernel_init, recurrent_init=recurrent_init)
     act = resolve_activation(activation)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()

@@ -13,6 +13,8 @@ from rnnscan import tree
 from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
+    check_flags,
+    check_initializers,
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
@@ -20,7 +22,7 @@ from rnnscan.cells._common import (
     split_keys,
 )
 from rnnscan.kernels import lstm as lstm_kernel
-from rnnscan.validation import check_features
+from rnnscan.validation import check_features, check_number
 
 
 class LSTMState(NamedTuple):
@@ -80,7 +82,17 @@ def lstm(
       `{"w_ih": (input_size, 4H), "w_hh": (P, 4H), "b": (4H,), "w_peep": (3, H),
       "w_proj": (H, P)}` (`P = proj_size or H`; the last two only when used).
     """
-    check_sizes(input_size=input_size, hidden_size=hidden_size, proj_size=proj_size)
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+    if proj_size is not None:
+        check_sizes(proj_size=proj_size)
+    check_flags(peephole=peephole, use_bias=use_bias)
+    check_number("cell_clip", cell_clip, positive=True, optional=True)
+    check_number("proj_clip", proj_clip, positive=True, optional=True)
+    if proj_clip is not None and proj_size is None:
+        raise ValueError(f"proj_clip clips the projection: it needs proj_size; got "
+                         f"proj_clip={proj_clip!r} and proj_size=None")
+    check_number("forget_bias", forget_bias)
+    check_initializers(kernel_init=kernel_init, recurrent_init=recurrent_init)
     act = resolve_activation(activation)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()
