@@ -12,13 +12,17 @@ from typing import Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from rnnscan import tree
 from rnnscan.cell import Cell
 from rnnscan.cells import LSTMState, gru, lstm, rnn
+from rnnscan.dropout import check_rate
 from rnnscan.layers import bidirectional as bidirectional_layer
 from rnnscan.layers import layer, stack
+from rnnscan.validation import check_bool, check_choice, check_positive_int, check_shape
 
 _MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 _CELL_MODES = {"LSTMCell": "LSTM", "GRUCell": "GRU"}
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
 def from_torch(module):
@@ -94,8 +98,21 @@ def from_torch_state_dict(
       `(cell, params)` for one layer in one direction, else `(layer, params)`
       (see `from_torch`).
     """
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
+    check_choice("mode", mode, _MODES)
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of torch's names to arrays; got "
+                        f"{type(state_dict).__name__}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers)):
+        check_positive_int(name, value)
+    for name, value in (("bias", bias), ("bidirectional", bidirectional),
+                        ("batch_first", batch_first), ("cell_module", cell_module)):
+        check_bool(name, value)
+    check_rate("dropout", dropout)
+    _check_proj_size(mode, proj_size)
+    _check_state_dict(state_dict, _expected_shapes(
+        mode, input_size, hidden_size, 1 if cell_module else num_layers, bias,
+        bidirectional and not cell_module, proj_size, "" if cell_module else None))
     dtype = _dtype(state_dict)
     if cell_module or (num_layers == 1 and not bidirectional):
         cell = torch_cell(mode, input_size, hidden_size, bias=bias, proj_size=proj_size,
@@ -138,6 +155,8 @@ def torch_state(h0, c0=None, *, num_layers: int = 1, bidirectional: bool = False
       `h`); else a tuple with one entry per layer, a `(fw, bw)` pair of states
       per layer when bidirectional.
     """
+    check_positive_int("num_layers", num_layers)
+    check_bool("bidirectional", bidirectional)
     directions = 2 if bidirectional else 1
     for name, a in (("h0", h0), ("c0", c0)):
         if a is not None and (np.ndim(a) != 3 or np.shape(a)[0] != num_layers * directions):
@@ -145,6 +164,10 @@ def torch_state(h0, c0=None, *, num_layers: int = 1, bidirectional: bool = False
                 f"{name} must have shape (num_layers * num_directions, batch, size) with "
                 f"num_layers * num_directions = {num_layers * directions}; got {np.shape(a)}"
             )
+    if c0 is not None and np.shape(c0)[1] != np.shape(h0)[1]:
+        n, batch = np.shape(h0)[:2]
+        raise ValueError(f"c0 must have shape ({n}, {batch}, hidden_size), h0's batch; got "
+                         f"{np.shape(c0)}")
     flat = [h0[i] if c0 is None else LSTMState(h0[i], c0[i]) for i in range(len(h0))]
     if num_layers == 1 and not bidirectional:
         return flat[0]
@@ -159,9 +182,17 @@ def to_torch_state(state, *, num_layers: int = 1, bidirectional: bool = False):
       `(h_n, c_n)` for an LSTM state, else `h_n`; each `(num_layers *
       num_directions, batch, size)`.
     """
+    check_positive_int("num_layers", num_layers)
+    check_bool("bidirectional", bidirectional)
     if num_layers == 1 and not bidirectional:
         flat = [state]
     else:
+        if not (tree.is_plain_sequence(state) and len(state) == num_layers):
+            raise ValueError(f"state must be a tuple of {num_layers} entries (one per layer) "
+                             f"for num_layers={num_layers}; got {type(state).__name__}")
+        if bidirectional and not all(tree.is_plain_sequence(e) and len(e) == 2 for e in state):
+            raise ValueError("state must be a (fw, bw) pair of states per layer for "
+                             "bidirectional=True; got " + ", ".join(type(e).__name__ for e in state))
         flat = [s for entry in state for s in (entry if bidirectional else (entry,))]
     if isinstance(flat[0], LSTMState):
         return jnp.stack([s.h for s in flat]), jnp.stack([s.c for s in flat])
@@ -213,3 +244,46 @@ def torch_params(mode: str, state_dict: Mapping[str, np.ndarray], suffix: str, *
 
 def _dtype(state_dict):
     return np.result_type(*[np.asarray(v).dtype for v in state_dict.values()])
+
+
+def _check_proj_size(mode: str, proj_size) -> None:
+    if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+        raise TypeError(f"proj_size must be a non-negative int; got {proj_size!r}")
+    if proj_size < 0:
+        raise ValueError(f"proj_size must be a non-negative int; got {proj_size}")
+    if proj_size and mode != "LSTM":
+        raise ValueError(f"proj_size must be 0 for mode {mode!r} (torch projects LSTM outputs "
+                         f"only); got {proj_size}")
+
+
+def _expected_shapes(mode, input_size, hidden_size, num_layers, bias, bidirectional, proj_size,
+                     suffix=None) -> dict:
+    """The state_dict's names and shapes for a torch module of these arguments (`suffix`
+    `""`: a `*Cell` module's names)."""
+    gates, out_size = _GATES[mode] * hidden_size, proj_size or hidden_size
+    directions = ("", "_reverse") if bidirectional else ("",)
+    shapes = {}
+    for i in range(num_layers):
+        width = input_size if i == 0 else len(directions) * out_size
+        for d in directions:
+            tag = f"_l{i}{d}" if suffix is None else suffix
+            shapes[f"weight_ih{tag}"] = (gates, width)
+            shapes[f"weight_hh{tag}"] = (gates, out_size)
+            if bias:
+                shapes[f"bias_ih{tag}"] = shapes[f"bias_hh{tag}"] = (gates,)
+            if proj_size:
+                shapes[f"weight_hr{tag}"] = (proj_size, hidden_size)
+    return shapes
+
+
+def _check_state_dict(state_dict, expected: dict) -> None:
+    """Raises unless `state_dict` holds exactly the names of `expected`, in its shapes."""
+    missing = [k for k in expected if k not in state_dict]
+    if missing:
+        raise ValueError(f"state_dict has no {missing[0]!r}; it has {sorted(state_dict)}")
+    unexpected = sorted(set(state_dict) - set(expected))
+    if unexpected:
+        raise ValueError(f"state_dict has entries that a module of these arguments (mode, "
+                         f"num_layers, bias, bidirectional, proj_size) does not have: {unexpected}")
+    for name, shape in expected.items():
+        check_shape(f"state_dict[{name!r}]", np.shape(state_dict[name]), shape)
