@@ -114,6 +114,10 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(f"--task {task.name}: {error}") from None
     check_resumable(out, config)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be created: {error.strerror}") from None
 
     # The model: inputs -> `layers` stacked cells -> a dense readout at every step.
     make_cell = CELLS[config["cell"]]
@@ -179,7 +183,13 @@ def check_resumable(out: Path, config: dict) -> None:
         if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
             raise UsageError(f"--out {out} holds checkpoints but no run.json; refusing to touch it")
         return
-    previous = json.loads(run_json.read_text())["config"]
+    try:
+        previous = json.loads(run_json.read_text())["config"]
+        if not isinstance(previous, dict):
+            raise TypeError("its config is not an object")
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--out {out}: run.json is not valid JSON holding the run's \"config\" "
+                         f"({type(error).__name__}: {error}); repair it, or pass another --out") from None
     differ = [
         f"--{key.replace('_', '-')} {previous.get(key)} there, {config.get(key)} here"
         for key in sorted(set(previous) | set(config))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnscan.cell import Cell
+from rnnscan.cell import Cell, as_cell
 from rnnscan.validation import check_positive_int
 from rnnscan.layers import Layer, layer
 
@@ -28,7 +28,7 @@ def sequence_model(core: Cell | Layer, input_size: int, output_size: int) -> Lay
     """
     check_positive_int("input_size", input_size)
     check_positive_int("output_size", output_size)
-    core = core if isinstance(core, Layer) else layer(core)
+    core = core if isinstance(core, Layer) else layer(as_cell(core, "core"))
 
     def init(key):
         k_core, k_out = jax.random.split(key)

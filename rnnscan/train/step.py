@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnscan.train.state import TrainState
+from rnnscan.train.state import TrainState, check_optimizer
+from rnnscan.validation import check_callable, check_number
 
 LossFn = Callable[..., jax.Array]
 
@@ -52,6 +53,9 @@ def make_train_step(
     gradient norm before the update (before clipping), and whether both are
     finite.
     """
+    check_callable("loss_fn", loss_fn)
+    check_optimizer(optimizer)
+    check_number("max_grad_norm", max_grad_norm, positive=True, optional=True)
     clip = None if max_grad_norm is None else optax.clip_by_global_norm(max_grad_norm)
 
     def train_step(state: TrainState, batch):
@@ -74,4 +78,5 @@ def make_train_step(
 
 def make_eval_step(loss_fn: LossFn) -> Callable[[object, object], jax.Array]:
     """A jit-compiled `eval_step(params, batch) -> loss`, with `key=None`."""
+    check_callable("loss_fn", loss_fn)
     return jax.jit(lambda params, batch: loss_fn(params, batch, None))
