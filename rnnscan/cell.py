@@ -21,6 +21,8 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
 
+from rnnscan.validation import check_bool, check_callable
+
 Params = Any
 State = Any
 PRNGKey = jax.Array
@@ -135,6 +137,15 @@ class SplitStep:
     diagonal_jacobian: bool = False
     state_dropout: Optional[tuple] = None
 
+    def __post_init__(self):
+        check_callable("project_inputs", self.project_inputs)
+        check_callable("recurrent_step", self.recurrent_step)
+        check_bool("rowwise", self.rowwise)
+        for name, kind in (("linear", LinearRecurrence), ("kernel", SequenceKernel)):
+            if not isinstance(getattr(self, name), (kind, type(None))):
+                raise TypeError(f"{name} must be a {kind.__name__} or None; got "
+                                f"{type(getattr(self, name)).__name__}")
+
     def __call__(self, params, h, x):
         return self.recurrent_step(params, h, self.project_inputs(params, x))
 
@@ -166,6 +177,8 @@ class Cell(NamedTuple):
     @classmethod
     def split(cls, init, initial_state, project_inputs, recurrent_step, **traits) -> "Cell":
         """The cell whose step is `SplitStep(project_inputs, recurrent_step, **traits)`."""
+        check_callable("init", init, optional=True)
+        check_callable("initial_state", initial_state, optional=True)
         return cls(init, initial_state, SplitStep(project_inputs, recurrent_step, **traits),
                    project_inputs, recurrent_step)
 

@@ -50,4 +50,6 @@ def run(plan: Plan, params, ops: Operands):
         (jnp.arange(n_chunks), jax.tree_util.tree_map(split, (xs, valid, resets))),
         reverse=plan.reverse,
     )
-    return h_final, jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:time], out)
+    # The steps' count, not -1: an empty batch leaves -1 undetermined.
+    return h_final, jax.tree_util.tree_map(
+        lambda a: a.reshape((n_chunks * chunk,) + a.shape[2:])[:time], out)

@@ -23,7 +23,7 @@ import numpy as np
 
 from rnnscan.cell import Cell, same_for_same_arguments, split_step
 from rnnscan.unroll import initial_state_of
-from rnnscan.validation import check_xs
+from rnnscan.validation import check_cell_params, check_xs
 
 
 class Masks(NamedTuple):
@@ -168,6 +168,7 @@ def step_shapes(cell: Cell, params, xs, initial_state, time_major):
     """`(time, x, h)`: the steps of `xs`, and the shapes of one step's input and
     of the state (`jax.ShapeDtypeStruct`s, leaves `(batch, ...)`)."""
     batch, time = check_xs("xs", xs, time_major)
+    check_cell_params(cell, params)
     x = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct((batch,) + np.shape(a)[2:], jnp.result_type(a)), xs
     )
@@ -198,3 +199,24 @@ def draw_masks(key, rates: Masks, cell: Cell, params, xs, initial_state, time_ma
         state = tuple(keep_mask(next(ks), rates.state, a.shape, a.dtype) if drop else None
                       for a, drop in zip(leaves, dropped))
     return Masks(draw(key_x, rates.input, x), state, draw(key_y, rates.output, y))
+
+
+def regularized(cell: Cell, dropped: Cell, rates: Masks, zone, params, xs, initial_state,
+                time_major: bool, key):
+    """`(cell, params, xs)` as `rs.layer` runs them: with variational dropout
+    (`dropped`, `variational(cell)`, and masks drawn from `key`) where `rates`
+    are on and there is a key, and with zoneout at `zone` (None: off), its
+    per-step masks drawn from a key of its own riding along with `xs`."""
+    run_cell, run_params, inputs = cell, params, xs
+    if zone is not None and key is not None:
+        key, zone_key = jax.random.split(key)
+    if key is not None and any(rates):
+        drawn = draw_masks(key, rates, cell, params, xs, initial_state, time_major)
+        run_cell, run_params = dropped, (params, drawn)
+    if zone is not None:
+        time, _, state = step_shapes(cell, params, xs, initial_state, time_major)
+        zone_rates = zoneout_rates(zone, state)
+        run_cell = zoneout(run_cell, zone_rates, key is not None)
+        if key is not None:
+            inputs = (xs, draw_zoneout(zone_key, zone_rates, state, time, time_major))
+    return run_cell, run_params, inputs

@@ -16,13 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnscan import masks
-from rnnscan.dropout import (
-    Masks, check_rate, check_zoneout, draw_masks, draw_zoneout, keep_mask, step_shapes,
-    variational, zoneout as zoneout_cell, zoneout_rates,
-)
+from rnnscan import masks, tree
+from rnnscan.dropout import Masks, check_rate, check_zoneout, keep_mask, regularized, variational
 from rnnscan.cell import Cell, Params, PRNGKey, as_cell, same_for_same_arguments
+from rnnscan.unroll import METHODS
 from rnnscan.unroll import unroll as unroll_cell
+from rnnscan.validation import (
+    check_bool, check_choice, check_key, check_remat, check_unroll, context,
+)
 
 
 class Layer(NamedTuple):
@@ -73,13 +74,12 @@ def layer(
     the scan, and reuses it at every step: on the input `x`, on the state the step
     reads (the leaves its cell declares: an LSTM's `h`, not its memory cell `c`,
     as in Keras and TF1; `rnnscan.dropout`) and on the output `y`. Kept units
-    are scaled by `1 / (1 - rate)`, so the expectation is unchanged. Without a key there is no dropout.
+    are scaled by `1 / (1 - rate)`, so the expectation is unchanged. Without a
+    key there is no dropout.
 
     Zoneout (Krueger et al., 2017; `rnnscan.dropout.zoneout`): with a `key`, each
-    unit of the state keeps its previous value with probability `rate`, a fresh
-    draw per step and unit (`draw_zoneout(jax.random.split(key)[1], ...)`; the
-    dropout masks then come from the first key); without, the state is the
-    expectation `rate * h_prev + (1 - rate) * h_new`. `ys` are the cell's
+    unit of the state keeps its previous value with probability `rate`, drawn per
+    step and unit; without, the state is the expectation. `ys` are the cell's
     outputs before the zoneout; the carried and final states are zoned out.
 
     Args:
@@ -97,19 +97,22 @@ def layer(
       A `Layer` with the cell's params and state.
     """
     cell = as_cell(cell)
-    rates = Masks(
-        check_rate("input_dropout", input_dropout),
-        check_rate("state_dropout", state_dropout),
-        check_rate("output_dropout", output_dropout),
-    )
+    check_bool("reverse", reverse)
+    check_bool("time_major", time_major)
+    rates = Masks(check_rate("input_dropout", input_dropout),
+                  check_rate("state_dropout", state_dropout),
+                  check_rate("output_dropout", output_dropout))
     zone = check_zoneout(zoneout)  # its number of rates is checked against the state in apply
-    zoning = any(zone) if isinstance(zone, tuple) else zone > 0
+    zone = zone if (any(zone) if isinstance(zone, tuple) else zone > 0) else None
     unknown = set(unroll_options) - _UNROLL_OPTIONS
     if unknown:
         raise TypeError(
             f"layer() got unexpected keyword arguments {sorted(unknown)}; it takes "
             f"reverse, time_major, the dropout rates and {sorted(_UNROLL_OPTIONS)}"
         )
+    check_unroll(unroll_options.get("unroll"))
+    check_remat(unroll_options.get("remat", False))
+    check_choice("method", unroll_options.get("method", "auto"), METHODS)
     dropped = variational(cell)
 
     def init(key):
@@ -124,19 +127,10 @@ def layer(
             c, p, inputs, initial_state=initial_state, lengths=lengths, resets=resets, mask=mask,
             reverse=reverse, time_major=time_major, **unroll_options,
         )
-        run_cell, run_params, inputs = cell, params, xs
-        if zoning and key is not None:
-            key, zone_key = jax.random.split(key)
-        if key is not None and any(rates):
-            drawn = draw_masks(key, rates, cell, params, xs, initial_state, time_major)
-            run_cell, run_params = dropped, (params, drawn)
-        if zoning:
-            time, _, state = step_shapes(cell, params, xs, initial_state, time_major)
-            zone_rates = zoneout_rates(zone, state)
-            run_cell = zoneout_cell(run_cell, zone_rates, key is not None)
-            if key is not None:
-                inputs = (xs, draw_zoneout(zone_key, zone_rates, state, time, time_major))
-        return run(run_cell, run_params, inputs)
+        if key is not None:
+            check_key("key", key)
+        return run(*regularized(cell, dropped, rates, zone, params, xs, initial_state,
+                                time_major, key))
 
     return Layer(init, apply)
 
@@ -170,6 +164,7 @@ def bidirectional(cell_fw, cell_bw, *, merge="concat", time_major: bool = False,
     if not callable(merge) and not (isinstance(merge, str) and merge in _MERGES):
         raise ValueError(f"merge must be one of {sorted(_MERGES)} or a function "
                          f"merge(ys_fw, ys_bw) -> ys; got {merge!r}")
+    check_bool("time_major", time_major)
     fw = _as_layer(cell_fw, "cell_fw", time_major=time_major, **layer_options)
     if isinstance(cell_bw, Layer):
         bw = _time_reversed(cell_bw, time_major)
@@ -187,11 +182,19 @@ def bidirectional(cell_fw, cell_bw, *, merge="concat", time_major: bool = False,
         state_fw, state_bw = (None, None) if initial_state is None else _pair(
             "initial_state", initial_state
         )
+        if key is not None:
+            check_key("key", key)
         key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
-        ys_fw, final_fw = fw.apply(params_fw, xs, lengths=lengths, resets=resets,
-                                   initial_state=state_fw, key=key_fw, **_masked(mask))
-        ys_bw, final_bw = bw.apply(params_bw, xs, lengths=lengths, resets=resets,
-                                   initial_state=state_bw, key=key_bw, **_masked(mask))
+        with context("the forward direction"):
+            ys_fw, final_fw = fw.apply(params_fw, xs, lengths=lengths, resets=resets,
+                                       initial_state=state_fw, key=key_fw, **_masked(mask))
+        with context("the backward direction"):
+            ys_bw, final_bw = bw.apply(params_bw, xs, lengths=lengths, resets=resets,
+                                       initial_state=state_bw, key=key_bw, **_masked(mask))
+        shapes = [jax.tree_util.tree_map(np.shape, ys) for ys in (ys_fw, ys_bw)]
+        if merge in ("sum", "mean") and shapes[0] != shapes[1]:
+            raise ValueError(f"merge={merge!r} needs outputs of the same shape from both "
+                             f"directions; the forward gives {shapes[0]}, the backward {shapes[1]}")
         return merge_fn(ys_fw, ys_bw), (final_fw, final_bw)
 
     return Layer(init, apply)
@@ -239,6 +242,7 @@ def stack(
         for i, item in enumerate(layers_or_cells)
     )
     n = len(layers)
+    check_bool("time_major", time_major)
     if isinstance(residual, bool):
         residual_at = (residual,) * n
         strict = False
@@ -257,11 +261,14 @@ def stack(
         states = (None,) * n if initial_state is None else _per_layer(
             "initial_state", initial_state, n
         )
+        if key is not None:
+            check_key("key", key)
         keys = (None,) * (2 * n) if key is None else tuple(jax.random.split(key, 2 * n))
         finals = []
         for i, lay in enumerate(layers):
-            ys, final = lay.apply(params[i], xs, lengths=lengths, resets=resets,
-                                  initial_state=states[i], key=keys[2 * i], **_masked(mask))
+            with context(f"layer {i} of the stack"):
+                ys, final = lay.apply(params[i], xs, lengths=lengths, resets=resets,
+                                      initial_state=states[i], key=keys[2 * i], **_masked(mask))
             if rate and key is not None and i < n - 1:
                 ys = jax.tree_util.tree_map(
                     lambda a: a * keep_mask(keys[2 * i + 1], rate, a.shape, a.dtype), ys
@@ -277,8 +284,6 @@ def stack(
 
     return Layer(init, apply)
 
-
-# -- helpers -----------------------------------------------------------------------
 
 _MERGES = {
     "concat": lambda fw, bw: jax.tree_util.tree_map(
@@ -331,7 +336,7 @@ def _same_shapes(ys, xs, strict: bool, where: str) -> bool:
 
 
 def _pair(name: str, value):
-    if not (_is_plain_sequence(value) and len(value) == 2):
+    if not (tree.is_plain_sequence(value) and len(value) == 2):
         raise TypeError(
             f"{name} of a bidirectional layer must be a pair (fw, bw); got {type(value).__name__}"
         )
@@ -339,12 +344,7 @@ def _pair(name: str, value):
 
 
 def _per_layer(name: str, value, n: int):
-    if not _is_plain_sequence(value) or len(value) != n:
+    if not tree.is_plain_sequence(value) or len(value) != n:
         got = f"{len(value)} entries" if isinstance(value, (tuple, list)) else type(value).__name__
         raise ValueError(f"{name} of a stack of {n} layers must be a tuple of {n} entries; got {got}")
     return tuple(value)
-
-
-def _is_plain_sequence(value) -> bool:
-    """A tuple or list of entries, not a state NamedTuple (an `LSTMState` is one state)."""
-    return isinstance(value, (tuple, list)) and not hasattr(value, "_fields")

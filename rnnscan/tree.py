@@ -38,6 +38,11 @@ def rows(tree, begin: int, end: int):
     return jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, begin, end), tree)
 
 
+def is_plain_sequence(value) -> bool:
+    """A tuple or list of entries, not a state NamedTuple (an `LSTMState` is one state)."""
+    return isinstance(value, (tuple, list)) and not hasattr(value, "_fields")
+
+
 def first_leaf(tree):
     return jax.tree_util.tree_leaves(tree)[0]
 

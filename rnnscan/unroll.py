@@ -24,8 +24,9 @@ from rnnscan.cell import as_cell, split_step
 from rnnscan.newton_options import Newton, newton_options
 from rnnscan.plan import Operands, Plan
 from rnnscan.validation import (
-    check_bool, check_lengths, check_positive_int, check_recurrent_kernel, check_remat,
-    check_same_structure, check_step_mask, check_step, check_unroll, check_xs, is_chunk_size,
+    check_bool, check_cell_params, check_lengths, check_positive_int, check_recurrent_kernel,
+    check_remat, check_same_structure, check_step_mask, check_step, check_unroll, check_xs,
+    is_chunk_size,
 )
 
 METHODS = ("auto", "sequential", "scan", "kernel", "associative", "newton")
@@ -190,6 +191,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     check_remat(remat)
     if not (isinstance(method, Newton) or isinstance(method, str) and method in METHODS):
         raise ValueError(f"method must be one of {METHODS} or an rnnscan.Newton; got {method!r}")
+    check_cell_params(cell, params)
 
     h0 = jax.eval_shape(lambda p, s: initial_state_of(cell, p, s, batch), params, initial_state)
     if reset_state is not None:

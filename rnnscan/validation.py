@@ -6,6 +6,10 @@ Shapes are shown as the caller passed them (in the caller's layout).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
+import numbers
 from collections.abc import Mapping
 
 import jax
@@ -31,15 +35,66 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
+def check_number(name: str, value, *, positive: bool = False, optional: bool = False) -> None:
+    """Raises unless `value` is a finite real number (positive if `positive`; None
+    too if `optional`)."""
+    if optional and value is None:
+        return
+    what = ("a positive number" if positive else "a finite number") + (" or None" if optional else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {what}; got {value!r} of type {type(value).__name__}")
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be {what}; got {value!r}")
+
+
+def check_callable(name: str, value, what: str = "callable", optional: bool = False) -> None:
+    """Raises unless `value` is callable (or None, if `optional`)."""
+    if not (callable(value) or (optional and value is None)):
+        raise TypeError(f"{name} must be {what}{' or None' if optional else ''}; "
+                        f"got {type(value).__name__}")
+
+
+def check_choice(name: str, value, choices) -> str:
+    """Raises unless `value` is one of the strings `choices`."""
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+    return value
+
+
+def check_key(name: str, key) -> None:
+    """Raises unless `key` is a `jax.random` key: typed (`jax.random.key`) or raw
+    (`jax.random.PRNGKey`, `uint32[2]`)."""
+    dtype = getattr(key, "dtype", None)
+    if not isinstance(key, jax.Array) or not (
+            jnp.issubdtype(dtype, jax.dtypes.prng_key) or dtype == jnp.uint32):
+        got = f"{type(key).__name__} {dtype}" if dtype is not None else type(key).__name__
+        raise TypeError(f"{name} must be a jax.random key; got {got} (make one with "
+                        f"jax.random.key(seed) or jax.random.PRNGKey(seed))")
+
+
+def check_shape(name: str, shape: tuple, expected: tuple) -> None:
+    """Raises unless the shape of `name`, `shape`, is `expected`."""
+    shape = tuple(shape)
+    if shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}; got shape {shape}")
+
+
 def check_features(x, expected: int) -> None:
-    """Raises unless the last axis of the cell's input `x` has `expected` features."""
-    shape = np.shape(x)
+    """Raises unless the cell's input `x` is one real array with `expected` features
+    on its last axis. (No shape is shown: under `unroll`, `x` is one step's.)"""
+    what = "the cell's input (xs, or x for a single step)"
+    if not hasattr(x, "shape"):
+        n = len(jax.tree_util.tree_leaves(x))
+        got = f"a {type(x).__name__} of {n} arrays" if n > 1 else type(x).__name__
+        raise TypeError(f"{what} must be one array (*batch, {expected}) for this cell; got {got}")
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{what} must be real for this cell (its params are real, and the "
+                        f"imaginary part would be lost); got dtype {x.dtype}")
+    shape = _shape(x)
     if len(shape) == 0 or shape[-1] != expected:
-        got = f"{shape[-1]} features" if shape else "a scalar"
-        raise ValueError(
-            f"the cell's input (xs, or x for a single step) must have {expected} features "
-            f"on its last axis (input_size={expected}); got {got}, shape {shape}"
-        )
+        got = shape[-1] if shape else "a scalar"
+        raise ValueError(f"{what} must have {expected} features on its last axis "
+                         f"(input_size={expected}); got {got}")
 
 
 def _shape(a) -> tuple:
@@ -81,39 +136,95 @@ def check_same_structure(name: str, got, expected, expected_from: str) -> None:
             )
 
 
+def check_params(params, expected, name: str = "params") -> None:
+    """Raises unless `params` has every leaf (by key path) of `expected` (the cell's
+    `init`'s, abstract) in its shape, naming the leaf and both shapes. Leaves
+    beside those (a user's own) pass."""
+    paths = lambda tree: {jax.tree_util.keystr(p): _shape(a)
+                          for p, a in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    got, want = paths(params), paths(expected)
+    if want and not set(got) & set(want):
+        raise TypeError(f"{name} must have the structure of the cell's params (cell.init(key)): "
+                        f"expected {describe(expected)}, got {type(params).__name__}")
+    missing = sorted(set(want) - set(got))
+    if missing:
+        raise ValueError(f"{name} must hold every leaf of the cell's params (cell.init(key)): "
+                         f"missing {', '.join(missing)}")
+    for path, shape in want.items():
+        check_shape(name + path, got[path], shape)
+
+
 def check_xs(name: str, xs, time_major: bool) -> tuple[int, int]:
-    """`(batch, time)` of a sequence `xs`: an array, or a pytree of arrays sharing them."""
-    leaves = jax.tree_util.tree_leaves(xs)
+    """`(batch, time)` of a sequence `xs`: an array `(batch, time, features)`, or a
+    pytree of arrays `(batch, time, ...)` sharing them (time first with `time_major`).
+
+    A lone array needs its features axis: a `(batch, time)` one would otherwise
+    be read as a batch of steps. A pytree's leaf may be `(batch, time)` (a
+    per-step scalar beside other inputs)."""
+    leaves = jax.tree_util.tree_flatten_with_path(xs)[0]
     if not leaves:
         raise ValueError(f"{name} must hold at least one array; got {xs!r}")
-    layout = "(time, batch, ...)" if time_major else "(batch, time, ...)"
-    dims = None
-    for leaf in leaves:
-        if not hasattr(leaf, "shape") and not isinstance(leaf, (list, tuple, float, int)):
-            raise TypeError(f"{name} must be an array or a pytree of arrays; got {type(leaf).__name__}")
-        shape = np.shape(leaf)
-        if len(shape) < 2:
-            raise ValueError(f"{name} must have shape {layout}; got shape {shape}")
-        leaf_dims = (shape[1], shape[0]) if time_major else (shape[0], shape[1])
-        if dims is not None and leaf_dims != dims:
-            raise ValueError(
-                f"every array in {name} must share (batch, time) = {dims}; got {leaf_dims}"
-            )
-        dims = leaf_dims
-    return dims
+    axes = "(time, batch)" if time_major else "(batch, time)"
+    layout = axes[:-1] + ", ...)"
+    first = None
+    for path, leaf in leaves:
+        where = name + jax.tree_util.keystr(path)
+        if not hasattr(leaf, "shape"):
+            got = type(leaf).__name__
+            if isinstance(leaf, numbers.Number):
+                got = (f"Python numbers ({where} is a {got}): convert it with np.asarray({name})"
+                       if path else f"a Python {got}")
+            raise TypeError(f"{name} must be an array or a pytree of arrays; got {got}")
+        shape = _shape(leaf)
+        if len(shape) < (2 if path else 3):
+            need = "2 axes, " + axes if path else f"3 axes, {axes[:-1]}, features)"
+            raise ValueError(f"{where} must have shape {layout}; got shape {shape}: "
+                             f"{'a leaf of a sequence' if path else 'a sequence'} has at least {need}")
+        if first is None:
+            first = where, shape
+        elif shape[:2] != first[1][:2]:
+            raise ValueError(f"every array in {name} must share its {axes} axes; {first[0]} has "
+                             f"shape {first[1]}, {where} has shape {shape}")
+    shape = first[1]
+    return (shape[1], shape[0]) if time_major else (shape[0], shape[1])
+
+
+def as_index_array(name: str, value, what: str):
+    """`value` as an array (a list or tuple through `np.asarray`); raises for a
+    string or a ragged list. Arrays, tracers and `ShapeDtypeStruct`s pass as they are."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return value
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, numbers.Number)):
+        raise TypeError(f"{name} must be {what}; got {type(value).__name__}")
+    try:
+        return np.asarray(value)
+    except ValueError:
+        raise ValueError(f"{name} must be {what}; got a ragged {type(value).__name__}") from None
+
+
+@contextlib.contextmanager
+def context(prefix: str):
+    """Puts `prefix: ` before the message of a `ValueError` or `TypeError` raised
+    inside: which layer of a stack, which direction, which cell of a multi_cell."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(f"{prefix}: {error}") from error
 
 
 def check_lengths(name: str, lengths, batch: int, time: int):
     """`lengths` as an int array `(batch,)`, its concrete values in `[0, time]`."""
     if lengths is None:
         return None
-    shape = np.shape(lengths)
+    lengths = as_index_array(name, lengths, "an int array of shape (batch,)")
+    shape = _shape(lengths)
     if shape != (batch,):
         raise ValueError(f"{name} must have shape (batch,) = ({batch},); got shape {shape}")
-    dtype = jnp.result_type(lengths)
+    dtype = jnp.dtype(lengths.dtype)
     if not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{name} must have an integer dtype; got {dtype}")
-    if not isinstance(lengths, jax.core.Tracer):
+    if isinstance(lengths, (np.ndarray, jax.Array)) and not isinstance(lengths, jax.core.Tracer):
         values = np.asarray(lengths)
         bad = (values < 0) | (values > time)
         if bad.any():
@@ -130,11 +241,12 @@ def check_step_mask(name: str, value, batch: int, time: int, time_major: bool):
     if value is None:
         return None
     expected = (time, batch) if time_major else (batch, time)
-    shape = np.shape(value)
+    layout = "(time, batch)" if time_major else "(batch, time)"
+    value = as_index_array(name, value, f"a bool array of shape {layout}")
+    shape = _shape(value)
     if shape != expected:
-        layout = "(time, batch)" if time_major else "(batch, time)"
         raise ValueError(f"{name} must have shape {layout} = {expected}; got shape {shape}")
-    dtype = jnp.result_type(value)
+    dtype = jnp.dtype(value.dtype)
     if dtype != jnp.bool_:
         raise TypeError(f"{name} must be a bool mask; got dtype {dtype} (use {name}.astype(bool))")
     return jnp.asarray(value)
@@ -191,3 +303,21 @@ def check_recurrent_kernel(key: str, params, h0, xp) -> None:
             f"cell.step.recurrent_kernel={key!r} must name a matrix of shape (state, projected "
             f"inputs) = {expected}; params[{key!r}] has shape {got}"
         )
+
+
+def check_cell_params(cell, params) -> None:
+    """Raises unless `params` has the leaves and shapes of `cell.init`'s params
+    (a cell without `init` is not checked)."""
+    expected = _init_shapes(cell)
+    if expected is not None:
+        check_params(params, expected)
+
+
+@functools.lru_cache(maxsize=256)
+def _init_shapes(cell):
+    if cell.init is None:
+        return None
+    try:
+        return jax.eval_shape(cell.init, jax.random.key(0))
+    except Exception:  # a user's init that wants another kind of key: not checked
+        return None

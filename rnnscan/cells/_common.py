@@ -7,7 +7,7 @@ from typing import Callable, Union
 import jax
 import jax.numpy as jnp
 
-from rnnscan.validation import check_positive_int
+from rnnscan.validation import check_bool, check_callable, check_key, check_positive_int
 
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,
@@ -30,10 +30,22 @@ def resolve_activation(activation: Union[str, Callable], name: str = "activation
 
 
 def check_sizes(**sizes) -> None:
-    """Checks every keyword is a positive int (None allowed for optional sizes)."""
+    """Checks every keyword is a positive int."""
     for name, value in sizes.items():
-        if value is not None:
-            check_positive_int(name, value)
+        check_positive_int(name, value)
+
+
+def check_flags(**flags) -> None:
+    """Checks every keyword is a bool."""
+    for name, value in flags.items():
+        check_bool(name, value)
+
+
+def check_initializers(**initializers) -> None:
+    """Checks every keyword is a `jax.nn.initializers` function or None."""
+    for name, value in initializers.items():
+        check_callable(name, value, "a jax.nn.initializers initializer, (key, shape, dtype) -> "
+                       "array,", optional=True)
 
 
 class Precision:
@@ -78,8 +90,7 @@ class Precision:
 
 
 def split_keys(key: jax.Array, n: int):
-    if not isinstance(key, jax.Array):
-        raise TypeError(f"key must be a jax.random key; got {type(key).__name__}")
+    check_key("key", key)
     return jax.random.split(key, n)
 
 

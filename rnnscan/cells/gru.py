@@ -10,6 +10,8 @@ from rnnscan import tree
 from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
+    check_flags,
+    check_initializers,
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
@@ -66,6 +68,8 @@ def gru(
       `ln_hh_bias` `(3H,)` (gains 1, biases 0).
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    check_flags(reset_after=reset_after, use_bias=use_bias)
+    check_initializers(kernel_init=kernel_init, recurrent_init=recurrent_init)
     if check_bool("layer_norm", layer_norm) and not reset_after:
         # The reset gate would apply inside the normalised product (r * h) @ w_n.
         raise refusal("reset_after", reset_after)

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 
 from rnnscan.associative import to_linear
 from rnnscan.cell import Cell, LinearRecurrence, same_for_same_arguments
-from rnnscan.cells._common import Precision, check_sizes, default_kernel_init, split_keys
-from rnnscan.validation import check_features
+from rnnscan.cells._common import (
+    Precision, check_flags, check_initializers, check_sizes, default_kernel_init, split_keys,
+)
+from rnnscan.validation import check_features, check_number
 
 
 def linear_cell(init, initial_state, recurrence: LinearRecurrence) -> Cell:
@@ -52,6 +54,8 @@ def _min_rnn(input_size, hidden_size, gates, log_coefficients, *, use_bias, para
     """minGRU and minLSTM: `gates` pre-activations `x @ w_ih + b`, split and
     turned into `(log a, log b)` by `log_coefficients`."""
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    check_flags(use_bias=use_bias)
+    check_initializers(kernel_init=kernel_init)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()
     H = hidden_size
@@ -195,6 +199,9 @@ def lru(
       (N, input_size), "D": (input_size,)}`.
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    for name, value in (("r_min", r_min), ("r_max", r_max), ("max_phase", max_phase)):
+        check_number(name, value)
+    check_initializers(kernel_init=kernel_init, output_init=output_init)
     if not 0.0 <= r_min < r_max <= 1.0:
         raise ValueError(f"r_min and r_max must satisfy 0 <= r_min < r_max <= 1; got "
                          f"r_min={r_min}, r_max={r_max}")

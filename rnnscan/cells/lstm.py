@@ -13,6 +13,8 @@ from rnnscan import tree
 from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
+    check_flags,
+    check_initializers,
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
@@ -21,7 +23,7 @@ from rnnscan.cells._common import (
 )
 from rnnscan.cells.layer_norm import init_layer_norm, layer_norm as normalize, refusal
 from rnnscan.kernels import lstm as lstm_kernel
-from rnnscan.validation import check_bool, check_features
+from rnnscan.validation import check_bool, check_features, check_number
 
 
 class LSTMState(NamedTuple):
@@ -94,7 +96,17 @@ def lstm(
       with `layer_norm` also `ln_ih_gain`, `ln_ih_bias`, `ln_hh_gain`,
       `ln_hh_bias` `(4H,)` and `ln_c_gain`, `ln_c_bias` `(H,)` (gains 1, biases 0).
     """
-    check_sizes(input_size=input_size, hidden_size=hidden_size, proj_size=proj_size)
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+    if proj_size is not None:
+        check_sizes(proj_size=proj_size)
+    check_flags(peephole=peephole, use_bias=use_bias)
+    check_number("cell_clip", cell_clip, positive=True, optional=True)
+    check_number("proj_clip", proj_clip, positive=True, optional=True)
+    if proj_clip is not None and proj_size is None:
+        raise ValueError(f"proj_clip clips the projection: it needs proj_size; got "
+                         f"proj_clip={proj_clip!r} and proj_size=None")
+    check_number("forget_bias", forget_bias)
+    check_initializers(kernel_init=kernel_init, recurrent_init=recurrent_init)
     if check_bool("layer_norm", layer_norm) and peephole:
         raise refusal("peephole", peephole)
     act = resolve_activation(activation)

@@ -7,6 +7,7 @@ from typing import Sequence
 import jax
 
 from rnnscan.cell import Cell, as_cell, same_for_same_arguments, split_step
+from rnnscan.validation import context
 
 
 @same_for_same_arguments
@@ -40,13 +41,15 @@ def multi_cell(cells: Sequence) -> Cell:
 
     def run_from(i, params, state, h_first, y):
         new = [h_first]
-        for c, p, h in zip(cells[i:], params[i:], state[i:]):
-            h, y = c.step(p, h, y)
+        for j, (c, p, h) in enumerate(zip(cells[i:], params[i:], state[i:]), start=i):
+            with context(f"cells[{j}] of the multi_cell"):
+                h, y = c.step(p, h, y)
             new.append(h)
         return tuple(new), y
 
     def step(params, state, x):
-        h, y = cells[0].step(params[0], state[0], x)
+        with context("cells[0] of the multi_cell"):
+            h, y = cells[0].step(params[0], state[0], x)
         return run_from(1, params, state, h, y)
 
     has_all = lambda attr: all(getattr(c, attr) is not None for c in cells)
@@ -57,10 +60,12 @@ def multi_cell(cells: Sequence) -> Cell:
         return Cell(init, initial_state, step)
 
     def project_inputs(params, xs):
-        return first.project_inputs(params[0], xs)
+        with context("cells[0] of the multi_cell"):
+            return first.project_inputs(params[0], xs)
 
     def recurrent_step(params, state, xp):
-        h, y = first.recurrent_step(params[0], state[0], xp)
+        with context("cells[0] of the multi_cell"):
+            h, y = first.recurrent_step(params[0], state[0], xp)
         return run_from(1, params, state, h, y)
 
     rowwise = all(split_step(c) is not None and split_step(c).rowwise for c in cells)

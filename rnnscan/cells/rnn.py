@@ -7,6 +7,8 @@ import jax.numpy as jnp
 from rnnscan.cell import Cell, same_for_same_arguments
 from rnnscan.cells._common import (
     Precision,
+    check_flags,
+    check_initializers,
     check_sizes,
     default_kernel_init,
     default_recurrent_init,
@@ -42,6 +44,8 @@ def rnn(
       A `Cell` with params `{"w_ih": (input_size, H), "w_hh": (H, H), "b": (H,)}`.
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    check_flags(use_bias=use_bias)
+    check_initializers(kernel_init=kernel_init, recurrent_init=recurrent_init)
     act = resolve_activation(activation)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()

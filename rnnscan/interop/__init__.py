@@ -2,7 +2,8 @@
 export back to torch."""
 
 from rnnscan.interop.tf1 import from_tf1
-from rnnscan.interop.torch import from_torch, from_torch_state_dict, to_torch_state, torch_state
+from rnnscan.interop.torch import from_torch, from_torch_state_dict
+from rnnscan.interop.torch_state import to_torch_state, torch_state
 from rnnscan.interop.torch_export import to_torch, to_torch_state_dict
 
 __all__ = ["from_tf1", "from_torch", "from_torch_state_dict", "to_torch", "to_torch_state",

@@ -16,13 +16,15 @@ import functools
 import re
 from typing import Mapping, NamedTuple, Optional
 
-import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import Cell
-from rnnscan.cells import LSTMState, gru, lstm, rnn
+from rnnscan.cells import gru, lstm, rnn
+from rnnscan.dropout import check_rate
 from rnnscan.layers import bidirectional as bidirectional_layer
 from rnnscan.layers import layer, stack
+from rnnscan.interop.torch_checks import check_proj_size, check_state_dict, expected_shapes
+from rnnscan.validation import check_bool, check_choice, check_positive_int
 
 _MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 _CELL_MODES = {"LSTMCell": "LSTM", "GRUCell": "GRU"}
@@ -57,8 +59,6 @@ def recorded_config(model) -> Optional[TorchConfig]:
         return _RECORDED.get(model)
     except TypeError:  # unhashable: not one of ours
         return None
-
-
 def from_torch(module):
     """Converts a torch recurrent module to rnnscan: `(cell, params)` or `(layer, params)`.
 
@@ -138,11 +138,24 @@ def from_torch_state_dict(
       `(cell, params)` for one layer in one direction, else `(layer, params)`
       (see `from_torch`).
     """
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
+    check_choice("mode", mode, _MODES)
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of torch's names to arrays; got "
+                        f"{type(state_dict).__name__}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers)):
+        check_positive_int(name, value)
+    for name, value in (("bias", bias), ("bidirectional", bidirectional),
+                        ("batch_first", batch_first), ("cell_module", cell_module)):
+        check_bool(name, value)
+    check_rate("dropout", dropout)
+    check_proj_size(mode, proj_size)
     single = cell_module or (num_layers == 1 and not bidirectional)
     suffix = "" if cell_module else "_l0"
     state_dict = _select(state_dict, prefix, "weight_ih" + suffix)
+    check_state_dict(state_dict, expected_shapes(
+        mode, input_size, hidden_size, 1 if cell_module else num_layers, bias,
+        bidirectional and not cell_module, proj_size, "" if cell_module else None))
     dtype = _dtype(state_dict)
     if single:
         cell = torch_cell(mode, input_size, hidden_size, bias=bias, proj_size=proj_size,
@@ -193,51 +206,6 @@ def _select(state_dict: Mapping, prefix: Optional[str], first: str) -> dict:
             f"{first!r}); their prefixes are {candidates}"
         )
     return by_prefix[prefix]
-
-
-def torch_state(h0, c0=None, *, num_layers: int = 1, bidirectional: bool = False):
-    """torch's initial state as the state of what `from_torch` returns for the module.
-
-    Args:
-      h0: `(num_layers * num_directions, batch, proj_size or hidden_size)`, torch's
-        `h_0` (index `layer * num_directions + direction`).
-      c0: `(num_layers * num_directions, batch, hidden_size)`, an LSTM's `c_0`;
-        None for GRU and RNN.
-      num_layers, bidirectional: the module's.
-
-    Returns:
-      For one layer in one direction, the cell's state (`LSTMState(h, c)` or
-      `h`); else a tuple with one entry per layer, a `(fw, bw)` pair of states
-      per layer when bidirectional.
-    """
-    directions = 2 if bidirectional else 1
-    for name, a in (("h0", h0), ("c0", c0)):
-        if a is not None and (np.ndim(a) != 3 or np.shape(a)[0] != num_layers * directions):
-            raise ValueError(
-                f"{name} must have shape (num_layers * num_directions, batch, size) with "
-                f"num_layers * num_directions = {num_layers * directions}; got {np.shape(a)}"
-            )
-    flat = [h0[i] if c0 is None else LSTMState(h0[i], c0[i]) for i in range(len(h0))]
-    if num_layers == 1 and not bidirectional:
-        return flat[0]
-    per_layer = [flat[i : i + directions] for i in range(0, len(flat), directions)]
-    return tuple(tuple(d) if bidirectional else d[0] for d in per_layer)
-
-
-def to_torch_state(state, *, num_layers: int = 1, bidirectional: bool = False):
-    """The inverse of `torch_state`: a final state as torch's `h_n` (and `c_n`).
-
-    Returns:
-      `(h_n, c_n)` for an LSTM state, else `h_n`; each `(num_layers *
-      num_directions, batch, size)`.
-    """
-    if num_layers == 1 and not bidirectional:
-        flat = [state]
-    else:
-        flat = [s for entry in state for s in (entry if bidirectional else (entry,))]
-    if isinstance(flat[0], LSTMState):
-        return jnp.stack([s.h for s in flat]), jnp.stack([s.c for s in flat])
-    return jnp.stack(flat)
 
 
 @functools.cache

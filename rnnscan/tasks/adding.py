@@ -15,6 +15,7 @@ from rnnscan.tasks.base import Batch, Task, check_size, rng
 
 def batch(seed: int, step: int, batch_size: int, seq_len: int, split: str = "train") -> Batch:
     check_size("seq_len", seq_len, 2)
+    check_size("batch_size", batch_size, 1)
     r = rng(seed, step, split)
     values = r.random((batch_size, seq_len), dtype=np.float32)
     half = seq_len // 2

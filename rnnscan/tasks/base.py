@@ -71,9 +71,14 @@ def rng(seed: int, step: int, split: str) -> np.random.Generator:
     """The random stream of one batch: independent for every (seed, split, step)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}; got {split!r}")
+    check_size("seed", seed, 0)
+    check_size("step", step, 0)
     return np.random.default_rng([seed, SPLITS[split], step])
 
 
 def check_size(name: str, value: int, minimum: int) -> None:
+    """Raises unless `value` is an int of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int of at least {minimum}; got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}; got {value}")

@@ -53,7 +53,7 @@ def encode(string: str) -> np.ndarray:
     """Character ids `(len(string),)` int32; raises on characters outside the vocabulary."""
     unknown = sorted(set(string) - set(vocab()))
     if unknown:
-        raise ValueError(f"characters not in the charlm vocabulary: {unknown!r}")
+        raise ValueError(f"string has characters not in the charlm vocabulary: {unknown!r}")
     return np.array([vocab().index(c) for c in string], np.int32)
 
 
@@ -68,6 +68,7 @@ def one_hot(ids: jax.Array) -> jax.Array:
 
 def batch(seed: int, step: int, batch_size: int, seq_len: int, split: str = "train") -> Batch:
     check_size("seq_len", seq_len, 1)
+    check_size("batch_size", batch_size, 1)
     r = rng(seed, step, split)
     ids = _ids()
     cut = int(len(ids) * (1 - EVAL_FRACTION))

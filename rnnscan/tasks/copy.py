@@ -24,6 +24,7 @@ VOCAB = NUM_SYMBOLS + 2
 
 def batch(seed: int, step: int, batch_size: int, seq_len: int, split: str = "train") -> Batch:
     check_size("seq_len", seq_len, 3)
+    check_size("batch_size", batch_size, 1)
     r = rng(seed, step, split)
     max_n = (seq_len - 1) // 2
     n = r.integers(1, max_n + 1, size=(batch_size, 1))

@@ -48,8 +48,12 @@ class Checkpoints:
     """
 
     def __init__(self, directory: os.PathLike, max_to_keep: int = 3):
-        if not isinstance(max_to_keep, int) or max_to_keep < 2:
-            raise ValueError(f"max_to_keep must be an integer of at least 2; got {max_to_keep!r}")
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"directory must be a path; got {type(directory).__name__}")
+        if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int):
+            raise TypeError(f"max_to_keep must be an int; got {max_to_keep!r}")
+        if max_to_keep < 2:
+            raise ValueError(f"max_to_keep must be at least 2; got {max_to_keep}")
         self.directory = os.path.abspath(directory)
         self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep)
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)

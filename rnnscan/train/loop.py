@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from rnnscan.train.checkpoint import Checkpoints
 from rnnscan.train.sharding import DataParallel, data_parallel
 from rnnscan.train.state import TrainState
+from rnnscan.validation import check_callable, check_positive_int
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,8 +79,18 @@ def fit(
         saved, and the last good checkpoint it names is complete on disk.
       KeyboardInterrupt: on Ctrl-C, after the checkpoint of the last step.
     """
+    if not isinstance(state, TrainState):
+        raise TypeError(f"state must be a TrainState (train.init_state(...)); got {type(state).__name__}")
+    check_callable("train_step", train_step)
+    check_callable("batches", batches, "callable, batches(step) -> batch")
+    check_callable("eval_step", eval_step, optional=True)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"fit: steps must be a non-negative integer, the total number of updates; got {steps!r}")
+    check_positive_int("log_every", log_every)
+    for name, value in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every),
+                        ("tokens_per_step", tokens_per_step)):
+        if value is not None:
+            check_positive_int(name, value)
     if eval_step is not None and not eval_batches:
         raise ValueError("fit: eval_step needs eval_batches, the batches to evaluate on")
     parallel = parallel or data_parallel()

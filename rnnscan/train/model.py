@@ -30,7 +30,7 @@ def sequence_model(core: Cell | Layer, input_size: int, output_size: int) -> Lay
     """
     check_positive_int("input_size", input_size)
     check_positive_int("output_size", output_size)
-    core = core if isinstance(core, Layer) else layer(core)
+    core = core if isinstance(core, Layer) else layer(as_cell(core, "core"))
 
     def core_size(core_params):
         xs = jax.ShapeDtypeStruct((1, 1, input_size), jnp.float32)

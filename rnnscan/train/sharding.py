@@ -62,5 +62,16 @@ class DataParallel(NamedTuple):
 
 def data_parallel(devices: Optional[Sequence[jax.Device]] = None) -> DataParallel:
     """A `DataParallel` over `devices`, by default every device of every host."""
-    devices = jax.devices() if devices is None else list(devices)
+    if devices is None:
+        devices = jax.devices()
+    else:
+        what = "devices must be a sequence of jax devices (from jax.devices())"
+        if isinstance(devices, str) or not hasattr(devices, "__iter__"):
+            raise TypeError(f"{what}; got {type(devices).__name__}")
+        devices = list(devices)
+        wrong = sorted({type(d).__name__ for d in devices if not isinstance(d, jax.Device)})
+        if wrong:
+            raise TypeError(f"{what}; got a sequence holding {', '.join(wrong)}")
+        if not devices:
+            raise ValueError("devices must hold at least one device; got none")
     return DataParallel(Mesh(np.asarray(devices), (BATCH_AXIS,)))

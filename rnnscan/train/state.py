@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnscan.validation import check_key
+
 
 class TrainState(NamedTuple):
     """A pytree, so it goes through `jax.jit`, `jax.device_put` and orbax as is.
@@ -33,7 +35,9 @@ def init_state(params, optimizer: optax.GradientTransformation, key: jax.Array) 
     `key` may be a raw key (`jax.random.PRNGKey`) or a typed one
     (`jax.random.key`); it is stored raw, which every checkpoint format holds.
     """
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+    check_optimizer(optimizer)
+    check_key("key", key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     if not (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.ndim == 1):
         raise TypeError(
@@ -41,3 +45,9 @@ def init_state(params, optimizer: optax.GradientTransformation, key: jax.Array) 
             + (f"an array of {key.dtype}{list(key.shape)}" if isinstance(key, jax.Array) else repr(key))
         )
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), key)
+
+
+def check_optimizer(optimizer) -> None:
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. "
+                        f"optax.adam(1e-3)); got {type(optimizer).__name__}")

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnscan.train.state import TrainState
+from rnnscan.train.state import TrainState, check_optimizer
+from rnnscan.validation import check_callable
 
 LossFn = Callable[..., jax.Array]
 
@@ -55,6 +56,8 @@ def make_train_step(
     gradient norm before the update (before clipping), and whether both and
     every updated param are finite.
     """
+    check_callable("loss_fn", loss_fn)
+    check_optimizer(optimizer)
     if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
                                   or not 0 < clip_norm < math.inf):
         raise ValueError(f"make_train_step: clip_norm must be a positive finite number or None; got {clip_norm!r}")
@@ -85,4 +88,5 @@ def _all_finite(tree) -> jax.Array:
 
 def make_eval_step(loss_fn: LossFn) -> Callable[[object, object], jax.Array]:
     """A jit-compiled `eval_step(params, batch) -> loss`, with `key=None`."""
+    check_callable("loss_fn", loss_fn)
     return jax.jit(lambda params, batch: loss_fn(params, batch, None))
