@@ -220,7 +220,7 @@ def test_rnnscan_sample_refuses_bad_arguments_in_one_line(run_dir, tmp_path, cap
         (run + ["--temperature", "-1"], "argument --temperature: must be a positive finite number"),
         (run + ["--length", "0"], "argument --length: must be a positive integer, got 0"),
         (run + ["--top-k", "78"], "--top-k: must be at most the vocabulary size, 77; got 78"),
-        (run + ["--prompt", "caf\u00e9"], "--prompt: characters not in the charlm vocabulary: ['\u00e9']"),
+        (run + ["--prompt", "caf\u00e9"], "--prompt: string has characters not in the charlm vocabulary: ['\u00e9']"),
         (run + ["--prompt", ""], "--prompt: must hold at least one character"),
     ]:
         with pytest.raises(SystemExit) as exit:

@@ -113,9 +113,9 @@ def test_clipping_is_an_argument_none_turns_it_off_and_bad_values_are_named():
             train.make_train_step(loss_fn, optimizer, clip_norm=bad)
 
 
-@pytest.mark.parametrize("key, shown", [(0, "got 0"), (jax.random.split(jax.random.PRNGKey(0)), "got an array of uint32[2, 2]")])
+@pytest.mark.parametrize("key, shown", [(0, "got int"), (jax.random.split(jax.random.PRNGKey(0)), "got an array of uint32[2, 2]")])
 def test_init_state_names_a_key_that_is_not_one_prng_key(key, shown):
-    with pytest.raises(TypeError, match=re.escape(f"init_state: key must be one PRNG key") + ".*" + re.escape(shown)):
+    with pytest.raises(TypeError, match="key must be .*" + re.escape(shown)):
         train.init_state({"w": jnp.ones(2)}, optax.sgd(1.0), key)
 
 
