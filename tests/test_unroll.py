@@ -341,6 +341,7 @@ def test_hoisted_kernel_gradient_equals_the_in_loop_one(cell_name, remat):
     np.testing.assert_allclose(jvp, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_hoisted_kernel_gradient_second_order_numerically():
     """Forward over reverse (a Hessian-vector product) through the hoisted rule, in float64."""
     with jax.enable_x64(True):
@@ -355,9 +356,13 @@ def test_hoisted_kernel_gradient_second_order_numerically():
         check_grads(f, (params,), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("remat", [False, 3])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+# Two of the eight cases by default (every cell, direction and remat once); all with -m slow.
+FAST_LAYOUTS = {("lstm", False, False), ("gru", True, 3)}
+
+
+@pytest.mark.parametrize("name, reverse, remat", [
+    pytest.param(n, r, m, marks=() if (n, r, m) in FAST_LAYOUTS else pytest.mark.slow)
+    for n in ("lstm", "gru") for r in (False, True) for m in (False, 3)])
 def test_scan_layout_changes_nothing(name, reverse, remat):
     """The time axis split into consecutive scans (`time_segments`) and each step's
     batch into groups of rows (`batch_groups`) give the values and gradients of one
