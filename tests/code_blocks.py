@@ -26,7 +26,7 @@ def missing_peers(code: str) -> list[str]:
             if re.search(rf"\b{name}\b", code) and importlib.util.find_spec(name) is None]
 
 
-def run_blocks(path: pathlib.Path) -> list[str]:
+def run_blocks(path: pathlib.Path, stop_at_skip: bool = False) -> list[str]:
     """Runs the file's Python blocks in order in one namespace; returns the peers whose
     absence made blocks skip (empty when every block ran). Tracebacks show the
     Markdown file's own line numbers."""
@@ -36,6 +36,8 @@ def run_blocks(path: pathlib.Path) -> list[str]:
         missing = missing_peers(code)
         if missing:
             skipped += missing
+            if stop_at_skip:  # later blocks read what the skipped one defines
+                break
             continue
         exec(compile("\n" * (line - 1) + code, str(path), "exec"), namespace)
     return sorted(set(skipped))

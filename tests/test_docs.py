@@ -18,6 +18,6 @@ def test_guides_exist():
 @pytest.mark.parametrize("guide", GUIDES, ids=lambda g: g.stem)
 def test_guide_runs(guide):
     assert len(python_blocks(guide)) >= 2
-    skipped = run_blocks(guide)
+    skipped = run_blocks(guide, stop_at_skip=True)
     if skipped:
         pytest.skip(f"blocks that need {', '.join(skipped)} were skipped: not installed")
