@@ -6,10 +6,11 @@ Each instruction set runs in its own process: `avx512` natively; `avx2`
 emulated on an AVX-512 CPU, with the kernel's AVX2 variant
 (`RNNSCAN_KERNEL_ISA=avx2`), XLA:CPU held to AVX2 (`XLA_FLAGS=--xla_cpu_max_isa=AVX2`)
 and torch too (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`). Per row and
-mode the three take turns, round by round (one call each, after a warm-up), so
-all see the same load on a shared machine; the table gives medians and the
-median of the per-round ratios (scan / kernel, torch / kernel: above 1, the
-kernel is faster). Writes benchmarks/results/NAME.json and NAME.md.
+mode the three take turns, round by round (`--reps` calls each, after a warm-up:
+torch's threads spin for a while after its call, so the first call after it
+is slowed), so all see the same load on a shared machine; the table gives the
+medians over every call and the median of the per-round ratios of the
+per-round medians (scan / kernel, torch / kernel: above 1, the kernel is faster). Writes benchmarks/results/NAME.json and NAME.md.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rnnscan.bench import run  # noqa: E402
+
 # (batch, time, input, hidden, padded): padded rows have lengths in [time/2, time].
 ROWS = [(16, 128, 128, 128, False), (32, 128, 256, 256, False), (32, 128, 256, 256, True),
         (64, 256, 512, 512, False)]
-EMULATION = {
-    "avx512": {},
-    "avx2": {"RNNSCAN_KERNEL_ISA": "avx2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
-             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-}
+# The native run, and AVX2 emulated as `rnnscan bench --isa avx2` does.
+EMULATION = {"avx512": run.EMULATION["native"], "avx2": run.EMULATION["avx2"]}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -42,7 +43,6 @@ def programs(batch, time_, features, hidden, padded, mode):
     import torch
 
     import rnnscan as rs
-    from rnnscan.kernels import lstm as lstm_kernel
 
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(batch, time_, features)).astype(np.float32)
@@ -53,10 +53,10 @@ def programs(batch, time_, features, hidden, padded, mode):
     h0 = cell.initial_state(params, (batch,))
 
     def kernel(p, x):
-        return lstm_kernel.sequence(p, h0, x, lengths=lengths, forget_bias=0.0, force=True)[1]
+        return rs.unroll(cell, p, x, initial_state=h0, lengths=lengths, method="kernel")[0]
 
-    def scan(p, x):  # the same cell without its kernel: unroll's lax.scan
-        return rs.unroll(cell._replace(sequence_kernel=None), p, x, lengths=lengths)[0]
+    def scan(p, x):  # the same cell on unroll's lax.scan
+        return rs.unroll(cell, p, x, initial_state=h0, lengths=lengths, method="scan")[0]
 
     def jax_program(apply):
         if mode == "fwd":
@@ -88,7 +88,7 @@ def programs(batch, time_, features, hidden, padded, mode):
     return {"kernel": jax_program(kernel), "scan": jax_program(scan), "torch": torch_program}
 
 
-def measure(isa: str, rounds: int, rows) -> list[dict]:
+def measure(isa: str, rounds: int, reps: int, rows) -> list[dict]:
     """This process's figures (its environment set for `isa`)."""
     import torch
 
@@ -102,19 +102,23 @@ def measure(isa: str, rounds: int, rows) -> list[dict]:
                 start = time.perf_counter()
                 fn()
                 compile_s[name] = time.perf_counter() - start
-            times = {name: [] for name in fns}
+            times = {name: [] for name in fns}  # per round, its calls
             for _ in range(rounds):
                 for name, fn in fns.items():
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - start)
-            ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+                    calls = []
+                    for _ in range(reps):
+                        start = time.perf_counter()
+                        fn()
+                        calls.append(time.perf_counter() - start)
+                    times[name].append(calls)
+            ms = {name: 1e3 * statistics.median(sum(t, [])) for name, t in times.items()}
             ratio = lambda peer: statistics.median(
-                a / b for a, b in zip(times[peer], times["kernel"]))
+                statistics.median(a) / statistics.median(b)
+                for a, b in zip(times[peer], times["kernel"]))
             out.append(dict(isa=isa, batch=batch, time=time_, input=features, hidden=hidden,
                             padded=padded, mode=mode, ms=ms, scan_over_kernel=ratio("scan"),
                             torch_over_kernel=ratio("torch"), first_call_s=compile_s,
-                            rounds=rounds))
+                            rounds=rounds, reps=reps))
             print(json.dumps(out[-1]), file=sys.stderr, flush=True)
     return out
 
@@ -142,19 +146,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--name", default="kernel_isa_cpu")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=5, help="calls per program per round")
     parser.add_argument("--isas", default="avx512,avx2")
     parser.add_argument("--rows", default="all", help="comma-separated row indices, or all")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rows = ROWS if args.rows == "all" else [ROWS[int(i)] for i in args.rows.split(",")]
     if args.worker:
-        print(json.dumps(measure(args.worker, args.rounds, rows)))
+        print(json.dumps(measure(args.worker, args.rounds, args.reps, rows)))
         return
     results = []
     for isa in args.isas.split(","):
         env = {**os.environ, **EMULATION[isa]}
         done = subprocess.run([sys.executable, __file__, "--worker", isa, "--rounds",
-                               str(args.rounds), "--rows", args.rows], env=env,
+                               str(args.rounds), "--reps", str(args.reps), "--rows", args.rows],
+                              env=env,
                               stdout=subprocess.PIPE, text=True, check=True)
         results += json.loads(done.stdout.strip().splitlines()[-1])
     import jax

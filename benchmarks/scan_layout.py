@@ -98,7 +98,7 @@ def main():
         for mode in MODES:
             programs = [
                 jax_program(
-                    lambda p, x, plan=scan._replace(unroll=u, segments=s, groups=g):
+                    lambda p, x, _, plan=scan._replace(unroll=u, segments=s, groups=g):
                         execute(plan, p, x)[0],
                     params, inputs(config), mode,
                 )

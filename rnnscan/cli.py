@@ -313,7 +313,9 @@ def main(argv=None) -> int:
         sub = subparsers.add_parser(name, help=command.help, description=command.run.__doc__)
         command.add_arguments(sub)
         sub.set_defaults(run=command.run)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv[1:]  # the command's own arguments, as given
     try:
         return args.run(args)
     except UsageError as error:

@@ -4,7 +4,7 @@ import json
 
 import jax.numpy as jnp
 
-from rnnscan.bench import CONFIGS, check, main, run
+from rnnscan.bench import CONFIGS, check, main, peers, run
 from rnnscan.bench.configs import Config
 
 
@@ -47,6 +47,52 @@ def test_rnnscan_matches_the_plain_reference():
         config = Config("check", cell, 2, 5, 3, 4)
         assert check.against_plain(config, None, 1e-5, lines.append), lines
         assert check.against_plain(config, jnp.bfloat16, 3e-2, lines.append), lines
+
+
+def test_padded_rows_match_the_plain_reference_and_the_python_loop():
+    # The plain scan's padding (state kept, zero outputs) against rnnscan's, which
+    # tests/test_unroll.py holds to a Python loop; and against that loop here.
+    import jax
+    import numpy as np
+
+    from tests import reference as ref
+
+    lines = []
+    for cell in ("lstm", "gru"):
+        config = Config("check", cell, 6, 9, 3, 4, padded=True)
+        n = peers.lengths(config)
+        assert n.min() >= 4 and n.max() <= 9 and len(set(n.tolist())) > 1
+        assert check.against_plain(config, None, 1e-5, lines.append), lines
+    config = Config("check", "lstm", 6, 9, 3, 4, padded=True)
+    params = {k: np.asarray(v) for k, v in peers.plain_init(config, jax.random.PRNGKey(0))[0].items()}
+    xs = np.random.default_rng(0).standard_normal((6, 9, 3)).astype(np.float32)
+    n = peers.lengths(config)
+    got = peers.plain_apply("lstm", [params], xs, row_lengths=n)
+    zeros = np.zeros((6, 4), np.float32)
+    want = ref.loop_unroll(lambda h, x: ref.lstm_step(params, h, x, forget_bias=0.0), xs,
+                           (zeros, zeros), lengths=n)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_config_runs_every_peer_that_takes_lengths(tmp_path):
+    config = Config("tiny_padded", "lstm", 3, 8, 4, 8, padded=True)
+    doc = run([config], ["rnnscan", "plain_scan", "torch", "flax", "haiku"], rounds=1, reps=1,
+              log=lambda message: None)
+    ran = {r["peer"] for r in doc["results"]}
+    assert {"rnnscan", "plain_scan"} <= ran and "haiku" not in ran
+    assert {s["peer"] for s in doc["skipped"] if "lengths" in s["reason"]} == {"haiku"}
+    assert all("lengths [T/2, T]" in r["shape"] for r in doc["results"])
+
+
+def test_results_record_the_instruction_sets(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNSCAN_KERNEL_ISA", "baseline")
+    doc = run([CONFIGS["tiny"]], ["rnnscan"], ["forward"], rounds=1, reps=1,
+              out_dir=str(tmp_path), name="isa", log=lambda message: None)
+    m = doc["machine"]
+    assert m["isa_environment"]["RNNSCAN_KERNEL_ISA"] == "baseline"
+    assert m["cpu_flags"] == sorted(m["cpu_flags"]) and "isa" in m and "kernel_why" in m
+    markdown = (tmp_path / "isa.md").read_text()
+    assert "kernel variant" in markdown and "RNNSCAN_KERNEL_ISA" in markdown
 
 
 def test_rnnscan_bench_command(tmp_path, capsys):

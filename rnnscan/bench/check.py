@@ -16,7 +16,7 @@ import numpy as np
 
 import rnnscan as rs
 from rnnscan.bench.configs import Config
-from rnnscan.bench.peers import on_gpu, plain_apply, plain_init
+from rnnscan.bench.peers import lengths, on_gpu, plain_apply, plain_init
 from rnnscan import tuning
 
 # An odd length: the scan's unroll factor need not divide time.
@@ -41,14 +41,16 @@ def _close(name: str, got, want, tol: float, log) -> bool:
 
 
 def against_plain(config: Config, compute_dtype, tol: float, log) -> bool:
-    """Outputs and the gradient of a random projection of them, w.r.t. params and inputs."""
+    """Outputs and the gradient of a random projection of them, w.r.t. params and
+    inputs (a `padded` config's rows of `peers.lengths`)."""
     key_x, key_p, key_ct = jax.random.split(jax.random.PRNGKey(1), 3)
     xs = jax.random.normal(key_x, (config.batch, config.time, config.input))
     ct = jax.random.normal(key_ct, (config.batch, config.time, config.hidden))
     params = plain_init(config, key_p)[0]
     cell = _rnnscan_cell(config, compute_dtype)
-    mine = lambda p, x: rs.unroll(cell, p, x)[0]
-    ref = lambda p, x: plain_apply(config.cell, [p], x, compute_dtype)
+    n = lengths(config)
+    mine = lambda p, x: rs.unroll(cell, p, x, lengths=n)[0]
+    ref = lambda p, x: plain_apply(config.cell, [p], x, compute_dtype, n)
 
     def value_and_grads(apply):
         f = jax.jit(lambda p, x: (apply(p, x), jax.grad(lambda p, x: jnp.sum(apply(p, x) * ct),

@@ -1,7 +1,9 @@
 """rnnscan and its peers, each built into a ready-to-call `Program` for one config.
 
 Every peer runs the same computation on the same inputs: `config.layers` LSTM (or
-GRU) layers over `x` `(batch, time, input)`, returning the top layer's outputs.
+GRU) layers over `x` `(batch, time, input)`, returning the top layer's outputs;
+for a `padded` config, row `b` holds `lengths(config)[b]` steps (each peer's own
+way of saying so: `lengths=`, packed sequences, `seq_lengths=`).
 `"forward"` computes the outputs; `"train"` the gradient of their sum with respect
 to the params and the inputs. Peers that cannot run here raise `Unavailable`.
 """
@@ -48,6 +50,15 @@ def inputs(config: Config) -> np.ndarray:
     return rng.standard_normal((config.batch, config.time, config.input), np.float32)
 
 
+def lengths(config: Config) -> Optional[np.ndarray]:
+    """Each row's length, int32 `(batch,)` in `[time / 2, time]`, seeded; None
+    unless `config.padded`."""
+    if not config.padded:
+        return None
+    rng = np.random.default_rng(1)
+    return rng.integers(config.time // 2, config.time + 1, config.batch).astype(np.int32)
+
+
 def on_gpu() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm")
 
@@ -79,23 +90,26 @@ def _compute_dtype(dtype: str):
     return None if dtype == "float32" else jnp.dtype(dtype)
 
 
-def jax_program(apply, params, x, mode: str) -> Program:
-    """Compiles `apply(params, x) -> ys` (or its gradient, for `"train"`) ahead of time."""
+def jax_program(apply, params, x, mode: str, row_lengths=None) -> Program:
+    """Compiles `apply(params, x, row_lengths) -> ys` (or its gradient w.r.t.
+    params and `x`, for `"train"`) ahead of time; `row_lengths` (None, or int
+    `(batch,)`) is an argument, not a constant, as in a training loop."""
     if mode == "train":
-        loss = lambda p, xs: jnp.sum(apply(p, xs).astype(jnp.float32))
+        loss = lambda p, xs, n: jnp.sum(apply(p, xs, n).astype(jnp.float32))
         fn = jax.grad(loss, argnums=(0, 1))
     else:
         fn = apply
     x = jnp.asarray(x)
+    n = None if row_lengths is None else jnp.asarray(row_lengths)
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(params, x).compile()
+    compiled = jax.jit(fn).lower(params, x, n).compile()
     compile_s = time.perf_counter() - start
     stats = compiled.memory_analysis()
     xla_bytes = None if stats is None else int(
         stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
         - stats.alias_size_in_bytes
     )
-    return Program(lambda: jax.block_until_ready(compiled(params, x)), compile_s, xla_bytes)
+    return Program(lambda: jax.block_until_ready(compiled(params, x, n)), compile_s, xla_bytes)
 
 
 def _rnnscan(config: Config, mode: str, dtype: str) -> Program:
@@ -111,12 +125,12 @@ def _rnnscan(config: Config, mode: str, dtype: str) -> Program:
     if config.layers == 1:
         cell = cells[0]
         params = cell.init(key)
-        apply = lambda p, x: rs.unroll(cell, p, x)[0]
+        apply = lambda p, x, n: rs.unroll(cell, p, x, lengths=n)[0]
     else:
         model = rs.stack(cells)
         params = model.init(key)
-        apply = lambda p, x: model.apply(p, x)[0]
-    return jax_program(apply, params, inputs(config), mode)
+        apply = lambda p, x, n: model.apply(p, x, lengths=n)[0]
+    return jax_program(apply, params, inputs(config), mode, lengths(config))
 
 
 def plain_init(config: Config, key) -> list:
@@ -139,25 +153,27 @@ def plain_init(config: Config, key) -> list:
     return params
 
 
-def plain_apply(cell: str, params: list, xs, compute_dtype=None):
+def plain_apply(cell: str, params: list, xs, compute_dtype=None, row_lengths=None):
     """The obvious `lax.scan` LSTM (torch gate order, no forget bias) or GRU (torch's,
-    reset after the recurrent matmul): both matmuls inside the step, batch-major
-    input swapped to time-major for the scan and back. Returns the top layer's
+    reset after the recurrent matmul): the input projection hoisted out of the
+    loop as one product, the recurrent one inside the step, batch-major input
+    swapped to time-major for the scan and back. With `row_lengths`, a row keeps
+    its state past its length and outputs zeros there. Returns the top layer's
     outputs `(batch, time, hidden)`."""
 
     def mm(a, w):
         dt = compute_dtype or a.dtype
         return jnp.matmul(a.astype(dt), w.astype(dt), preferred_element_type=jnp.float32)
 
-    def lstm_step(p, carry, x):
+    def lstm_step(p, carry, xp):
         h, c = carry
-        i, f, g, o = jnp.split(mm(x, p["w_ih"]) + mm(h, p["w_hh"]) + p["b"], 4, axis=-1)
+        i, f, g, o = jnp.split(xp + mm(h, p["w_hh"]), 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (h, c), h
 
-    def gru_step(p, h, x):
-        x_r, x_z, x_n = jnp.split(mm(x, p["w_ih"]) + p["b"], 3, axis=-1)
+    def gru_step(p, h, xp):
+        x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(mm(h, p["w_hh"]), 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
@@ -166,18 +182,30 @@ def plain_apply(cell: str, params: list, xs, compute_dtype=None):
         return h, h
 
     step = {"lstm": lstm_step, "gru": gru_step}[cell]
+    time_ = xs.shape[1]
+    valid = (jnp.ones((time_, xs.shape[0]), bool) if row_lengths is None
+             else jnp.arange(time_)[:, None] < row_lengths[None, :])
+
+    def masked_step(p, carry, inputs):
+        xp, ok = inputs
+        new, y = step(p, carry, xp)
+        keep = lambda a, b: jnp.where(ok[:, None], a, b)
+        return jax.tree_util.tree_map(keep, new, carry), keep(y, 0.0)
+
     for p in params:
         h0 = jnp.zeros((xs.shape[0], p["w_hh"].shape[0]), jnp.float32)
         carry = (h0, h0) if cell == "lstm" else h0
-        _, ys = jax.lax.scan(lambda c, x, p=p: step(p, c, x), carry, jnp.swapaxes(xs, 0, 1))
+        xp = mm(jnp.swapaxes(xs, 0, 1), p["w_ih"]) + p["b"]
+        run = masked_step if row_lengths is not None else lambda p, c, i: step(p, c, i[0])
+        _, ys = jax.lax.scan(lambda c, i, p=p: run(p, c, i), carry, (xp, valid))
         xs = jnp.swapaxes(ys, 0, 1)
     return xs
 
 
 def _plain_scan(config: Config, mode: str, dtype: str) -> Program:
     params = plain_init(config, jax.random.PRNGKey(0))
-    apply = lambda p, x: plain_apply(config.cell, p, x, _compute_dtype(dtype))
-    return jax_program(apply, params, inputs(config), mode)
+    apply = lambda p, x, n: plain_apply(config.cell, p, x, _compute_dtype(dtype), n)
+    return jax_program(apply, params, inputs(config), mode, lengths(config))
 
 
 def _flax(config: Config, mode: str, dtype: str) -> Program:
@@ -186,14 +214,19 @@ def _flax(config: Config, mode: str, dtype: str) -> Program:
 
     cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[config.cell]
     layers = [nn.RNN(cell(config.hidden, dtype=_compute_dtype(dtype))) for _ in range(config.layers)]
+    if config.padded and config.layers > 1:
+        raise Unavailable("nn.Sequential passes no seq_lengths to its layers")
     model = nn.Sequential(layers) if config.layers > 1 else layers[0]
     x = inputs(config)
     params = model.init(jax.random.PRNGKey(0), x)
-    return jax_program(model.apply, params, x, mode)
+    apply = lambda p, x, n: model.apply(p, x, **({} if n is None else {"seq_lengths": n}))
+    return jax_program(apply, params, x, mode, lengths(config))
 
 
 def _haiku(config: Config, mode: str, dtype: str) -> Program:
     _require("haiku")
+    if config.padded:
+        raise Unavailable("hk.dynamic_unroll takes no sequence lengths")
     if dtype != "float32":
         raise Unavailable("haiku's LSTM and GRU have no compute dtype option")
     import haiku as hk
@@ -208,7 +241,7 @@ def _haiku(config: Config, mode: str, dtype: str) -> Program:
     model = hk.without_apply_rng(hk.transform(forward))
     x = inputs(config)
     params = model.init(jax.random.PRNGKey(0), x)
-    return jax_program(model.apply, params, x, mode)
+    return jax_program(lambda p, x, n: model.apply(p, x), params, x, mode)
 
 
 def _jax_cudnn(config: Config, mode: str, dtype: str) -> Program:
@@ -223,14 +256,16 @@ def _jax_cudnn(config: Config, mode: str, dtype: str) -> Program:
     L, B, H = config.layers, config.batch, config.hidden
     weights = rnn.init_lstm_weight(jax.random.PRNGKey(0), config.input, H, L, False)
     zeros = jnp.zeros((L, B, H), jnp.float32)
-    lengths = jnp.full((B,), config.time, jnp.int32)
+    row_lengths = lengths(config)
+    if row_lengths is None:
+        row_lengths = np.full((B,), config.time, np.int32)
 
-    def apply(w, x):
-        ys, _, _ = rnn.lstm(x, zeros, zeros, w, lengths, input_size=config.input,
+    def apply(w, x, n):
+        ys, _, _ = rnn.lstm(x, zeros, zeros, w, n, input_size=config.input,
                             hidden_size=H, num_layers=L, dropout=0.0, bidirectional=False)
         return ys
 
-    return jax_program(apply, weights, inputs(config), mode)
+    return jax_program(apply, weights, inputs(config), mode, row_lengths)
 
 
 def _torch(config: Config, mode: str, dtype: str) -> Program:
@@ -248,15 +283,25 @@ def _torch(config: Config, mode: str, dtype: str) -> Program:
     wrt = list(module.parameters()) + [x_leaf]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    row_lengths = lengths(config)
+
+    def run(x):  # padded rows as packed sequences, the outputs padded back
+        if row_lengths is None:
+            return module(x)[0]
+        rnn = torch.nn.utils.rnn
+        packed = rnn.pack_padded_sequence(x, torch.from_numpy(row_lengths).long(),
+                                          batch_first=True, enforce_sorted=False)
+        return rnn.pad_packed_sequence(module(packed)[0], batch_first=True,
+                                       total_length=config.time)[0]
 
     def forward():
         with torch.no_grad(), autocast():
-            module(x)
+            run(x)
         sync()
 
     def train():
         with autocast():
-            ys, _ = module(x_leaf)
+            ys = run(x_leaf)
         torch.autograd.grad(ys.float().sum(), wrt)
         sync()
 

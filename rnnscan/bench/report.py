@@ -82,6 +82,10 @@ def markdown(doc: dict) -> str:
         f"{m.get('load_average_1m')} at the start, {m.get('load_average_1m_at_end')} at the end. "
         + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v) + ".",
         "",
+        f"Instruction sets: the CPU's level {m.get('isa')}; rnnscan's kernel variant "
+        f"{m.get('kernel_variant')} ({m.get('kernel_why')}); environment "
+        f"{m.get('isa_environment') or 'unset'}.",
+        "",
         "Settings: " + "; ".join(f"{k}: {v}" for k, v in s.items()) + ".",
         "",
         "Each cell: median ms (ratio = peer time / rnnscan time; above 1 rnnscan is faster).",
@@ -118,6 +122,8 @@ def markdown(doc: dict) -> str:
             reasons.setdefault((sk["peer"], sk["reason"]), []).append(sk["config"])
         for (peer, reason), where in reasons.items():
             lines.append(f"- {peer}: {reason} ({', '.join(dict.fromkeys(where))})")
+    if m.get("cpu_flags"):
+        lines += ["", "CPU flags: " + " ".join(m["cpu_flags"])]
     return "\n".join(lines) + "\n"
 
 

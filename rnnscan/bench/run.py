@@ -27,17 +27,35 @@ from rnnscan.bench.configs import CONFIGS, SUITES, Config
 
 _PACKAGES = ("rnnscan", "jax", "jaxlib", "torch", "flax", "dm-haiku", "numpy")
 
+# `--isa avx2` on a better CPU: the environment that holds XLA:CPU, torch
+# (ATen, oneDNN) and rnnscan's kernels to AVX2, so that one machine measures
+# both instruction-set levels. Read at start-up, so the run is a fresh process.
+EMULATION = {
+    "native": {},
+    "avx2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "RNNSCAN_KERNEL_ISA": "avx2",
+             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+# Variables that change which instructions run: recorded with every run.
+_ISA_VARIABLES = ("XLA_FLAGS", "RNNSCAN_KERNEL_ISA", "RNNSCAN_NATIVE", "ATEN_CPU_CAPABILITY",
+                  "ONEDNN_MAX_CPU_ISA")
+
 
 def machine() -> dict:
-    """What ran the benchmark: the JAX device, the CPU, the OS."""
+    """What ran the benchmark: the JAX device, the CPU (model, flags, the
+    instruction-set level and rnnscan's kernel variant in use, and why), the
+    environment variables that change which instructions run, the OS."""
+    from rnnscan.kernels import loader
+
     device = jax.devices()[0]
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    kernels = loader.info()
     return {
         "device": f"{device.platform} ({device.device_kind})",
-        "cpu": cpu,
+        "cpu": loader.cpu_model(),
+        "cpu_flags": sorted(loader.cpu_flags()),
+        "isa": kernels["isa"],
+        "kernel_variant": kernels["variant"],
+        "kernel_why": kernels["why"],
+        "isa_environment": {k: os.environ[k] for k in _ISA_VARIABLES if k in os.environ},
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "load_average_1m": round(os.getloadavg()[0], 2),
@@ -221,12 +239,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", default="wall", choices=sorted(measure.CLOCKS),
                         help="wall: latency (the protocol); cpu: process CPU time, the work "
                              "done (for a machine shared with other jobs)")
+    parser.add_argument("--isa", default="native", choices=sorted(EMULATION),
+                        help="avx2: hold XLA:CPU, torch and rnnscan's kernels to AVX2 on a "
+                             "better CPU (the run restarts in a fresh process)")
     parser.add_argument("--out", default="bench-results", help="output directory")
     parser.add_argument("--name", default=None, help="output file stem")
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`rnnscan bench`: the quick suite by default, `--full` for every config."""
+    """`rnnscan bench`: the quick suite by default, `--full` for every config.
+    (`args.argv`, the command's arguments as given, start `--isa`'s fresh process.)"""
+    wanted = EMULATION[args.isa]
+    if any(os.environ.get(k) != v for k, v in wanted.items()):
+        argv = args.argv
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, **wanted, "PYTHONPATH": os.pathsep.join(
+            filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        return subprocess.run([sys.executable, "-m", "rnnscan.bench", *argv], env=env).returncode
 
     if args.report:
         docs = []
@@ -266,7 +295,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """`rnnscan bench` as a function: parses `argv` and runs it; the exit status."""
     parser = argparse.ArgumentParser(prog="rnnscan bench", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run_command(parser.parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Where the CPU kernels are measured faster than the scan, per instruction set.
 
 `MEASURED[variant]` lists the rows timed (`benchmarks/kernel_isa.py`; figures in
-`benchmarks/results/kernel_isa_cpu.md`): `(batch, time, input, hidden)` and
+`benchmarks/results/kernel_isa_idle.md`): `(batch, time, input, hidden)` and
 whether the kernel beat `lax.scan` both forward and forward+backward (median of
 interleaved runs). A shape is judged by its nearest measured row (in log
 scale over batch, input and hidden), and only within a factor of 2 of the
@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import math
 
-# benchmarks/results/kernel_isa_cpu.md: a 2-core AVX-512 Xeon, avx2 emulated
-# (XLA:CPU held to AVX2), ratios scan / kernel fwd, fwd+bwd. The padded row
-# (lengths in [64, 128]) agreed with its unpadded one on avx512 (1.35, 1.15)
-# and was even on avx2 (1.00, 1.09).
+# benchmarks/results/kernel_isa_idle.md: a 2-core AVX-512 Xeon, idle, avx2
+# emulated (XLA:CPU and torch held to AVX2); ratios scan / kernel, forward and
+# forward+backward. The padded rows (lengths in [T/2, T]) agree with their
+# unpadded ones (avx512 1.55, 1.79; avx2 1.08, 1.36).
 MEASURED: dict[str, list[tuple[tuple[int, int, int, int], bool]]] = {
-    "avx512": [((16, 128, 128, 128), False),  # 0.71, 1.29: forward loses
-               ((32, 128, 256, 256), True),   # 1.32, 1.55
-               ((64, 256, 512, 512), True)],  # 1.31, 1.15
-    "avx2": [((16, 128, 128, 128), False),    # 0.67, 0.81
-             ((32, 128, 256, 256), False),    # 0.89, 0.90
-             ((64, 256, 512, 512), False)],   # 0.83, 0.92
+    "avx512": [((16, 128, 128, 128), True),   # 1.55, 1.40
+               ((32, 128, 256, 256), True),   # 1.40, 1.71
+               ((64, 256, 512, 512), True)],  # 1.38, 1.27
+    "avx2": [((16, 128, 128, 128), False),    # 0.73, 1.28: forward loses
+             ((32, 128, 256, 256), False),    # 0.88, 1.31: forward loses
+             ((64, 256, 512, 512), False)],   # 0.93, 1.05
 }
-
 
 def kernel_is_faster(isa: str, batch: int, time: int, input_size: int, hidden: int) -> bool:
     """Whether the `isa` variant's LSTM kernel was measured faster than the scan
