@@ -85,9 +85,10 @@ class SequenceKernel(NamedTuple):
         returns (`states` None unless `all_states`), in the layout of `xs`.
       unsupported: `unsupported(params, h0, xs, *, lengths, resets) -> str | None`:
         why the kernel cannot run these operands here (a sentence), or None.
-      faster: `faster(params, h0, xs, *, time_major) -> bool`: whether it was
-        measured faster than the scan on this CPU for these shapes;
-        `method="auto"` and `"sequential"` run it only then.
+      faster: `faster(params, h0, xs, *, time_major, derivatives) -> bool`:
+        whether it was measured faster than the scan on this CPU for these
+        shapes, forward or (`derivatives`) forward+backward; `method="auto"`
+        and `"sequential"` take values, and derivatives, from it only then.
     """
 
     run: Callable

@@ -33,6 +33,10 @@ class Plan(NamedTuple):
       segments: consecutive scans the time axis is split into (`"scan"`).
       groups: groups of rows each scan step runs separately (`"scan"`).
       newton: the `rnnscan.newton.Newton` options (`"newton"` only).
+      derivatives: `"kernel"` or `"scan"`, the strategy whose derivatives
+        (forward and reverse mode) replace `strategy`'s, where one was measured
+        faster for the values and the other for forward+backward; None: the
+        strategy's own.
     """
 
     strategy: str
@@ -47,6 +51,7 @@ class Plan(NamedTuple):
     segments: int = 1
     groups: int = 1
     newton: Any = None
+    derivatives: Optional[str] = None
 
 
 class Operands(NamedTuple):

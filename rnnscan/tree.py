@@ -65,3 +65,17 @@ def instantiate(tangent, primal):
     if not jnp.issubdtype(jnp.result_type(primal), jnp.inexact):
         return np.zeros(np.shape(primal), jax.dtypes.float0)
     return jnp.zeros_like(primal)
+
+
+def abstract(tree):
+    """`tree`'s shapes and dtypes, as `jax.ShapeDtypeStruct`s."""
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), tree)
+
+
+def one_step(xs, time_major: bool):
+    """The shapes of one step's input of `xs` (leaves `(batch, time, ...)`, or
+    time-major): leaves `(batch, ...)`."""
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:] if time_major else
+                                       np.shape(a)[:1] + np.shape(a)[2:], jnp.result_type(a)), xs)

@@ -16,7 +16,6 @@ from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import checkify
 
 from rnnscan import associative, chunked, masks, newton, scan, tree, tuning
@@ -198,7 +197,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
         check_same_structure("reset_state", reset_state, h0, "the cell's state")
     split = split_step(cell)
     project = split.project_inputs if split else (lambda p, x: x)
-    xp = jax.eval_shape(project, params, _one_step(xs, time_major))
+    xp = jax.eval_shape(project, params, tree.one_step(xs, time_major))
     check_step(split.recurrent_step if split else cell.step, params, h0, xp)
     if split is not None and split.recurrent_kernel is not None:
         check_recurrent_kernel(split.recurrent_kernel, params, h0, xp)
@@ -215,9 +214,9 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
                 raise ValueError(f"{name}={value!r} sets the sequential scan; method='newton' "
                                  f"has no scan steps: leave {name} unset")
         return Plan("newton", newton=options, **settings)
-    strategy = _strategy(method, split, params, h0, xs, lengths, resets, time, unroll,
-                         remat, chunk, backend, mask, time_major)
-    if strategy in ("kernel", "associative"):
+    strategy, derivatives = _strategy(method, split, params, h0, xs, lengths, resets, time,
+                                      unroll, remat, chunk, backend, mask, time_major)
+    if strategy == "associative" or strategy == "kernel" and derivatives is None:
         return Plan(strategy, **settings)
     remat_policy = False if chunk is not None else remat
     groups = 1
@@ -228,14 +227,15 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     if chunk is not None:
         return Plan("chunked", remat=remat_policy, chunk=chunk, truncate=bool(truncate),
                     groups=groups, **settings)
-    return Plan("scan", remat=remat_policy, segments=max(1, min(backend.time_segments, time)),
-                groups=groups, **settings)
+    return Plan(strategy, remat=remat_policy, segments=max(1, min(backend.time_segments, time)),
+                groups=groups, derivatives=derivatives, **settings)
 
 
 def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, remat, chunk,
-              backend, mask, time_major) -> str:
-    """The strategy `method` names for this call: `"kernel"`, `"associative"` or
-    `"scan"` (the planner turns that into the plain or the chunked scan)."""
+              backend, mask, time_major) -> tuple[str, Optional[str]]:
+    """The strategy `method` names for this call, `"kernel"`, `"associative"` or
+    `"scan"` (the planner turns that into the plain or the chunked scan), and
+    the one whose derivatives replace its own (`Plan.derivatives`), or None."""
     linear = split.linear if split else None
     kernel = split.kernel if split else None
     if method == "associative":
@@ -254,24 +254,29 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
         if unroll is not None:
             raise ValueError(f"unroll={unroll!r} sets the sequential scan's steps per "
                              "iteration; method='associative' has none: leave unroll unset")
-        return "associative"
+        return "associative", None
     if method == "scan":
-        return "scan"
+        return "scan", None
     why_not = "the cell has no compiled kernel" if kernel is None else (
         "remat checkpoints the scan" if remat is not False or chunk is not None else
         "a mask with holes needs the scan (the kernel reads lengths only)" if mask is not None else
-        kernel.unsupported(params, h0, _abstract(xs), lengths=lengths, resets=resets))
+        kernel.unsupported(params, h0, tree.abstract(xs), lengths=lengths, resets=resets))
     if method == "kernel":
         if why_not is not None:
             raise ValueError(f"method='kernel' cannot run this call: {why_not}; use "
                              "method='sequential' or 'auto'")
-        return "kernel"
+        return "kernel", None
     if (method == "auto" and linear is not None and remat is False and chunk is None
             and backend.associative_min_time is not None and time >= backend.associative_min_time):
-        return "associative"
-    if why_not is None and kernel.faster(params, h0, _abstract(xs), time_major=time_major):
-        return "kernel"
-    return "scan"
+        return "associative", None
+    if why_not is not None:
+        return "scan", None
+    # Values and derivatives each where measured faster (say, on AVX2 the scan
+    # for a forward pass, the kernel for training).
+    values, derivatives = ("kernel" if kernel.faster(params, h0, tree.abstract(xs),
+                                                     time_major=time_major, derivatives=d)
+                           else "scan" for d in (False, True))
+    return values, None if derivatives == values else derivatives
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -284,7 +289,20 @@ def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=Non
     if resets is not None and reset_state is None:
         reset_state = (jax.tree_util.tree_map(jnp.zeros_like, h0) if cell.initial_state is None
                        else cell.initial_state(params, (batch,)))
-    if plan.strategy == "kernel":
+    operands = (params, xs, h0, lengths, resets, reset_state, mask)
+    if plan.derivatives is None:
+        return _execute(plan, plan.strategy, *operands)
+    # The values from one strategy, every derivative from the other's.
+    values = jax.custom_jvp(functools.partial(_execute, plan, plan.strategy))
+    derivatives = functools.partial(_execute, plan, plan.derivatives)
+    values.defjvp(lambda primals, tangents: jax.jvp(derivatives, primals, tangents))
+    return values(*operands)
+
+
+def _execute(plan: Plan, strategy: str, params, xs, h0, lengths, resets, reset_state, mask):
+    """`execute`'s result from `strategy`, from the resolved initial and reset states."""
+    cell, time = plan.cell, check_xs("xs", xs, plan.time_major)[1]
+    if strategy == "kernel":
         # In the caller's layout: the kernel reads and writes batch-major arrays too.
         h_final, ys, states = split_step(cell).kernel.run(
             params, h0, xs, lengths=lengths, resets=resets, reset_state=reset_state,
@@ -300,7 +318,7 @@ def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=Non
     ops = Operands(tree.time_to_front(xs, plan.time_major), h0, valid,
                    None if resets is None else tree.time_to_front(resets, plan.time_major),
                    None if resets is None else reset_state)
-    h_final, out, *info = _RUN[plan.strategy](plan, params, ops)  # info: Newton's, if asked
+    h_final, out, *info = _RUN[strategy](plan, params, ops)  # info: Newton's, if asked
     if plan.return_all_states:
         ys, states = out
         return (tree.time_to_front(ys, plan.time_major), h_final,
@@ -326,14 +344,3 @@ def initial_state_of(cell, params, initial_state, batch: int):
     )
     return initial_state
 
-
-def _abstract(xs):
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)),
-                                  xs)
-
-
-def _one_step(xs, time_major: bool):
-    """The shapes of one step's input, leaves `(batch, ...)`."""
-    return jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:] if time_major else
-                                       np.shape(a)[:1] + np.shape(a)[2:], jnp.result_type(a)), xs)

@@ -27,6 +27,7 @@ import rnnscan.kernels
 from rnnscan.kernels import build, loader, speed
 from rnnscan.kernels import lstm as lstm_kernel
 from rnnscan.kernels import lstm_primitives
+from rnnscan.unroll import make_plan
 from tests import reference as ref
 from tests.test_unroll import randomize
 
@@ -282,9 +283,10 @@ def test_dispatch_follows_the_measured_table(variant, monkeypatch):
     """Unforced, the kernel runs only for a shape whose nearest measured row it
     won; a variant with no figures gets the scan."""
     cell, params, xs, h0 = problem(hidden=16)
-    monkeypatch.setattr(speed, "MEASURED", {variant: [((5, 128, 6, 16), True),
-                                                      ((5, 128, 6, 128), False)]})
+    monkeypatch.setattr(speed, "MEASURED", {variant: [((5, 128, 6, 16), (True, True)),
+                                                      ((5, 128, 6, 128), (False, False))]})
     assert speed.kernel_is_faster(variant, 5, 7, 6, 16)
+    assert speed.kernel_is_faster(variant, 5, 7, 6, 16, derivatives=True)
     assert not speed.kernel_is_faster(variant, 5, 7, 6, 128)
     assert not speed.kernel_is_faster(variant, 5, 7, 6, 1024)  # beyond the figures
     assert not speed.kernel_is_faster("sve", 5, 7, 6, 16)
@@ -293,6 +295,38 @@ def test_dispatch_follows_the_measured_table(variant, monkeypatch):
     jax.clear_caches()  # unroll's trace of this cell read the table
     assert lstm_kernel.sequence(params, h0, xs) is None
     assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
+
+
+@pytest.mark.parametrize("forward, derivatives", [(False, True), (True, False)])
+def test_values_and_derivatives_each_from_where_they_were_measured_faster(
+        forward, derivatives, monkeypatch):
+    """Where the kernel won forward+backward but not forward (or the reverse),
+    the values come from one strategy and every derivative from the other; both
+    agree with the scan, reverse mode, forward mode and under vmap."""
+    variant = loader.load("lstm_cpu").variant
+    monkeypatch.setattr(speed, "MEASURED", {variant: [((5, 7, 6, 16), (forward, derivatives))]})
+    jax.clear_caches()
+    cell, params, xs, h0 = problem(hidden=16)
+    lengths = jnp.array([7, 3, 5, 0, 6])
+    plan = make_plan(cell, params, xs, lengths=lengths)
+    values, other = ("kernel", "scan") if forward else ("scan", "kernel")
+    assert (plan.strategy, plan.derivatives) == (values, other)
+    f = lambda p, x: rs.unroll(cell, p, x, lengths=lengths)[0]
+    scan = lambda p, x: rs.unroll(cell, p, x, lengths=lengths, method="scan")[0]
+    loss = lambda fn: lambda p, x: jnp.sum(jnp.sin(fn(p, x)))
+    monkeypatch.setenv("RNNSCAN_KERNEL_ISA", variant)  # the one uses_kernel looks for
+    assert uses_kernel(f, params, xs) == forward
+    assert uses_kernel(jax.grad(loss(f), argnums=(0, 1)), params, xs,
+                       target="rnnscan_lstm_backward") == derivatives
+    np.testing.assert_allclose(f(params, xs), scan(params, xs), **TOL)
+    for got, want in [(jax.grad(loss(f), argnums=(0, 1))(params, xs),
+                       jax.grad(loss(scan), argnums=(0, 1))(params, xs)),
+                      (jax.jvp(f, (params, xs), (params, xs)),
+                       jax.jvp(scan, (params, xs), (params, xs))),
+                      (jax.vmap(jax.grad(loss(f)), (None, 0))(params, jnp.stack([xs, -xs])),
+                       jax.vmap(jax.grad(loss(scan)), (None, 0))(params, jnp.stack([xs, -xs])))]:
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4,
+                                                                       atol=2e-5), got, want)
 
 
 def test_the_install_built_every_variant():

@@ -23,10 +23,11 @@ def sequence_kernel(forget_bias: float, use_bias: bool) -> SequenceKernel:
     def unsupported(params, state, xs, *, lengths, resets):
         return why_not(params, state, xs, lengths=lengths, resets=resets, use_bias=use_bias)
 
-    def faster(params, state, xs, *, time_major):
+    def faster(params, state, xs, *, time_major, derivatives):
         time, batch = xs.shape[:2] if time_major else xs.shape[1::-1]
         lib = loader.load("lstm_cpu")
-        return speed.kernel_is_faster(lib.variant, batch, time, xs.shape[-1], state.h.shape[-1])
+        return speed.kernel_is_faster(lib.variant, batch, time, xs.shape[-1], state.h.shape[-1],
+                                      derivatives=derivatives)
 
     def run(params, state, xs, **options):
         return sequence(params, state, xs, forget_bias=forget_bias, use_bias=use_bias,

@@ -2,11 +2,12 @@
 
 `MEASURED[variant]` lists the rows timed (`benchmarks/kernel_isa.py`; figures in
 `benchmarks/results/kernel_isa_idle.md`): `(batch, time, input, hidden)` and
-whether the kernel beat `lax.scan` both forward and forward+backward (median of
-interleaved runs). A shape is judged by its nearest measured row (in log
-scale over batch, input and hidden), and only within a factor of 2 of the
-measured hidden sizes: elsewhere, and on a variant with no figures, the scan
-runs (a guess is not a measurement).
+whether the kernel beat `lax.scan` forward and forward+backward (median of
+interleaved runs), apart: `unroll` takes the values from one and the
+derivatives from the other (`Plan.derivatives`). A shape is judged by its
+nearest measured row (in log scale over batch, input and hidden), and only
+within a factor of 2 of the measured hidden sizes: elsewhere, and on a variant
+with no figures, the scan runs (a guess is not a measurement).
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ from __future__ import annotations
 import math
 
 # benchmarks/results/kernel_isa_idle.md: a 2-core AVX-512 Xeon, idle, avx2
-# emulated (XLA:CPU and torch held to AVX2); ratios scan / kernel, forward and
-# forward+backward. The padded rows (lengths in [T/2, T]) agree with their
-# unpadded ones (avx512 1.55, 1.79; avx2 1.08, 1.36).
-MEASURED: dict[str, list[tuple[tuple[int, int, int, int], bool]]] = {
-    "avx512": [((16, 128, 128, 128), True),   # 1.55, 1.40
-               ((32, 128, 256, 256), True),   # 1.40, 1.71
-               ((64, 256, 512, 512), True)],  # 1.38, 1.27
-    "avx2": [((16, 128, 128, 128), False),    # 0.73, 1.28: forward loses
-             ((32, 128, 256, 256), False),    # 0.88, 1.31: forward loses
-             ((64, 256, 512, 512), False)],   # 0.93, 1.05
+# emulated (XLA:CPU and torch held to AVX2); in the comments, scan time /
+# kernel time forward, forward+backward. The padded rows (lengths in [T/2, T])
+# agree with their unpadded ones (avx512 1.55, 1.79; avx2 1.08, 1.36).
+MEASURED: dict[str, list[tuple[tuple[int, int, int, int], tuple[bool, bool]]]] = {
+    "avx512": [((16, 128, 128, 128), (True, True)),   # 1.55, 1.40
+               ((32, 128, 256, 256), (True, True)),   # 1.40, 1.71
+               ((64, 256, 512, 512), (True, True))],  # 1.38, 1.27
+    "avx2": [((16, 128, 128, 128), (False, True)),    # 0.73, 1.28
+             ((32, 128, 256, 256), (False, True)),    # 0.88, 1.31
+             ((64, 256, 512, 512), (False, True))],   # 0.93, 1.05
 }
 
-def kernel_is_faster(isa: str, batch: int, time: int, input_size: int, hidden: int) -> bool:
+
+def kernel_is_faster(isa: str, batch: int, time: int, input_size: int, hidden: int, *,
+                     derivatives: bool = False) -> bool:
     """Whether the `isa` variant's LSTM kernel was measured faster than the scan
-    at the measured row nearest to this shape."""
+    at the measured row nearest to this shape: forward, or with `derivatives`
+    forward+backward."""
     rows = MEASURED.get(isa)
     if not rows or min(batch, time, input_size, hidden) <= 0:
         return False
@@ -41,4 +45,4 @@ def kernel_is_faster(isa: str, batch: int, time: int, input_size: int, hidden: i
         b, _, i, h = shape
         return sum(math.log(x / y) ** 2 for x, y in zip(point, (b, i, h)))
 
-    return min(rows, key=lambda row: distance(row[0]))[1]
+    return min(rows, key=lambda row: distance(row[0]))[1][int(derivatives)]
