@@ -23,12 +23,11 @@ import jax
 import optax
 
 import rnnscan as rs
-from rnnscan import kernels, tasks, train
+from rnnscan import cells, kernels, tasks
+from rnnscan import train  # its modules load on first use: `info` and `bench` need no extra
 from rnnscan.arguments import clip_norm, non_negative_int, positive_float, positive_int
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
-from rnnscan.train.checkpoint import CheckpointError
-from rnnscan.train.run import CELLS
 
 # Settings that may change when a run resumes; any other difference is another run.
 RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out", "restart_if_damaged")
@@ -53,7 +52,7 @@ class UsageError(Exception):
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=sorted(tasks.TASKS), default="charlm",
                         help="what to learn (default: charlm)")
-    parser.add_argument("--cell", choices=sorted(CELLS), default="lstm", help="the recurrent cell (default: lstm)")
+    parser.add_argument("--cell", choices=sorted(cells.BY_NAME), default="lstm", help="the recurrent cell (default: lstm)")
     parser.add_argument("--hidden", type=positive_int, help="hidden size of every layer (default: per task)")
     parser.add_argument("--layers", type=positive_int, default=1, help="stacked layers (default: 1)")
     parser.add_argument("--batch-size", type=positive_int, help="global batch size, split over devices (default: per task)")
@@ -127,7 +126,7 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
     state = train.init_state(model.init(init_key), optimizer, train_key)
     try:
         state = checkpoints.restore(parallel.replicate(state), fresh_if_damaged=config["restart_if_damaged"])
-    except CheckpointError as error:
+    except train.CheckpointError as error:
         print(f"rnnscan train: error: {error} (Here: pass --restart-if-damaged.)", file=sys.stderr)
         return 1
     except ValueError as error:  # the model's params changed shape between versions of rnnscan
@@ -315,7 +314,8 @@ def main(argv=None) -> int:
         sub.set_defaults(run=command.run)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    args.argv = argv[1:]  # the command's own arguments, as given
+    if args.run is run_bench:
+        args.argv = argv[1:]  # `--isa` restarts the benchmark with them
     try:
         return args.run(args)
     except UsageError as error:

@@ -93,3 +93,20 @@ def test_import_rnnscan_loads_no_training_extras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_rnnscan_info_and_bench_need_no_training_extras():
+    # `pip install .` without `[train]` still gives `rnnscan info` and `rnnscan bench`.
+    code = ("import contextlib, io, sys\n"
+            "from rnnscan import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert cli.main(['info']) == 0\n"
+            "    try:\n"
+            "        cli.main(['bench', '--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('orbax', 'matplotlib', 'tqdm', 'tensorstore')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "[]", out.stdout

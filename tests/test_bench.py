@@ -105,3 +105,14 @@ def test_rnnscan_bench_command(tmp_path, capsys):
     assert {r["peer"] for r in rows} == {"rnnscan", "plain_scan"}
     assert cli(["bench", "--configs", "nope"]) == 2
     assert "unknown config, peer or mode: nope" in capsys.readouterr().err
+
+
+def test_isa_avx2_reruns_the_benchmark_held_to_avx2(tmp_path):
+    from rnnscan.bench.run import EMULATION
+    from rnnscan.cli import main as cli
+
+    assert cli(["bench", "--configs", "tiny", "--peers", "rnnscan", "--modes", "forward",
+                "--rounds", "1", "--reps", "1", "--isa", "avx2", "--out", str(tmp_path),
+                "--name", "avx2"]) == 0
+    machine = json.loads((tmp_path / "avx2.json").read_text())["machine"]
+    assert machine["isa_environment"] == EMULATION["avx2"]

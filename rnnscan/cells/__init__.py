@@ -7,5 +7,8 @@ from rnnscan.cells.lstm import LSTMState, lstm
 from rnnscan.cells.multi import multi_cell
 from rnnscan.cells.rnn import rnn
 
+# The cells a command line or a run's config names (`rnnscan train --cell`).
+BY_NAME = {"lstm": lstm, "gru": gru, "rnn": rnn, "mingru": mingru, "minlstm": minlstm}
+
 __all__ = ["LSTMState", "gru", "lru", "lstm", "mingru", "minlstm", "multi_cell", "paragru",
            "paralstm", "rnn"]

@@ -24,14 +24,32 @@ The pieces, in the order a training script uses them::
                       checkpoint_every=500)
 """
 
-from rnnscan.train.checkpoint import CheckpointError, Checkpoints
-from rnnscan.train.loop import NonFiniteLossError, fit
-from rnnscan.train.metrics import MetricsLog, plot_losses
-from rnnscan.train.model import sequence_model, step_model
-from rnnscan.train.run import Run, build_model, load_run
-from rnnscan.train.sharding import DataParallel, data_parallel
-from rnnscan.train.state import TrainState, init_state
-from rnnscan.train.step import make_eval_step, make_train_step, masked_mean
+import importlib
+
+# Each public name and the module that defines it, imported on first use, so
+# that the core (and `rnnscan info`/`bench`) runs without the `train` extra:
+# orbax, tqdm and matplotlib load only with the pieces that need them.
+_WHERE = {
+    "CheckpointError": "checkpoint", "Checkpoints": "checkpoint",
+    "NonFiniteLossError": "loop", "fit": "loop",
+    "MetricsLog": "metrics", "plot_losses": "metrics",
+    "sequence_model": "model", "step_model": "model",
+    "Run": "run", "build_model": "run", "load_run": "run",
+    "DataParallel": "sharding", "data_parallel": "sharding",
+    "TrainState": "state", "init_state": "state",
+    "make_eval_step": "step", "make_train_step": "step", "masked_mean": "step",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rnnscan.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rnnscan.train.{_WHERE[name]}"), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_WHERE))
+
 
 __all__ = [
     "CheckpointError",

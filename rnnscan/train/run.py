@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 import rnnscan as rs
 from rnnscan.cell import Cell
+from rnnscan.cells import BY_NAME as CELLS
 from rnnscan.layers import Layer
 from rnnscan.train.model import sequence_model, step_model
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 # Cells `(input_size, hidden_size)` whose outputs have `hidden_size` features, so
 # they stack. (`rs.lru` outputs `input_size` features: a block for models with
 # their own encoder and MLPs, not a drop-in here.)
-CELLS = {"lstm": rs.lstm, "gru": rs.gru, "rnn": rs.rnn, "mingru": rs.mingru, "minlstm": rs.minlstm}
 MODEL_KEYS = ("task", "cell", "hidden", "layers")
 
 
