@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import rnnscan as rs
+from rnnscan.bench.measure import time_alternating
+from rnnscan.bench.run import machine, versions
 from rnnscan.newton import Newton
 
 CELLS = {  # name -> (constructor, hidden size, recurrent params)
@@ -58,29 +56,8 @@ def newton_fn(cell, jacobian):
 
 
 def timed(fn, *args, reps):
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), out
-
-
-def machine():
-    info = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-            "jax": jax.__version__, "python": platform.python_version()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        info["cpu"] = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
-        info["flags"] = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("flags"))
-        info["cores"] = len([l for l in lines if l.startswith("processor")])
-    except (OSError, StopIteration):
-        pass
-    if info["backend"] == "gpu":
-        info["gpu"] = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-    return info
+    """`fn(*args)`'s median wall seconds over `reps` runs after a warm-up, and its result."""
+    return time_alternating([fn], args, reps)[0], jax.block_until_ready(fn(*args))
 
 
 def main():
@@ -129,7 +106,7 @@ def main():
 
 
 def write(out, rows, skipped):
-    result = {"machine": machine(), "rows": rows, "skipped": skipped}
+    result = {"machine": machine(), "versions": versions(), "rows": rows, "skipped": skipped}
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     with open(out + ".md", "w") as f:
@@ -141,8 +118,9 @@ def markdown(result):
     lines = [
         "# Newton (parallel over time) vs the sequential scan, forward pass",
         "",
-        f"Backend {m['backend']}; {m.get('cpu', '')} ({m.get('cores', '?')} logical cores); "
-        f"jax {m['jax']}. Batch {BATCH}, input {INPUT}; median wall time, compile excluded.",
+        f"Device {m['device']}; {m['cpu']} ({m['cores']} logical cores; ISA {m['isa']}, "
+        f"kernel variant {m['kernel_variant']}); jax {result['versions']['jax']}. "
+        f"Batch {BATCH}, input {INPUT}; median wall time, compile excluded.",
         "",
         "| cell (H) | weights | jacobian | T | iterations | converged | max abs diff "
         "| newton ms | sequential ms | newton / sequential |",
@@ -155,8 +133,8 @@ def markdown(result):
             f"| {r['newton_ms']:.1f} | {r['sequential_ms']:.1f} | {r['ratio']:.1f}x |")
     if result["skipped"]:
         lines += ["", "Skipped (memory or time budget): " + "; ".join(result["skipped"]) + "."]
-    if "flags" in m:
-        lines += ["", f"CPU flags: `{m['flags']}`"]
+    if m["cpu_flags"]:
+        lines += ["", f"CPU flags: `{' '.join(m['cpu_flags'])}`"]
     return "\n".join(lines) + "\n"
 
 

@@ -317,7 +317,10 @@ def check_cell_params(cell, params) -> None:
 def _init_shapes(cell):
     if cell.init is None:
         return None
-    try:
-        return jax.eval_shape(cell.init, jax.random.key(0))
-    except Exception:  # a user's init that wants another kind of key: not checked
-        return None
+    # Typed keys, then the raw uint32 ones that older code indexes or reshapes.
+    for key in (jax.random.key(0), jax.random.PRNGKey(0)):
+        try:
+            return jax.eval_shape(cell.init, key)
+        except (TypeError, ValueError, IndexError):
+            continue
+    return None  # an init that takes neither kind of key: its params go unchecked

@@ -92,3 +92,20 @@ def test_dynamic_rnn_names_its_own_arguments():
         rs.dynamic_rnn(CELL, PARAMS, np.ones((T,), np.float32))
     with pytest.raises(TypeError, match="sequence_length must have an integer dtype"):
         rs.dynamic_rnn(CELL, PARAMS, XS, sequence_length=np.array([1.0, 2.0]))
+
+
+def test_params_are_checked_against_an_init_that_takes_raw_uint32_keys():
+    def init(key):
+        if key.dtype != jnp.uint32:  # old code: the (2,) uint32 keys of jax.random.PRNGKey
+            raise TypeError("this init wants a raw key")
+        return {"w": jax.random.normal(key, (3, 3))}
+
+    def step(params, h, x):
+        h = jnp.tanh(h @ params["w"] + x)
+        return h, h
+
+    cell = rs.Cell(init, lambda params, batch_shape=(): jnp.zeros(tuple(batch_shape) + (3,)), step)
+    xs = jnp.ones((2, 4, 3))
+    assert rs.unroll(cell, init(jax.random.PRNGKey(0)), xs)[0].shape == (2, 4, 3)
+    with pytest.raises(ValueError, match=r"params.*\(3, 3\)"):
+        rs.unroll(cell, {"w": jnp.ones((4, 3))}, xs)
