@@ -31,25 +31,21 @@ def curve(out: Path) -> list[tuple]:
     return [(r["step"], r["loss"], r["grad_norm"], r.get("eval_loss")) for r in records(out)]
 
 
-def test_train_writes_metrics_run_json_plot_and_a_sample(tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = ["train", "--task", "charlm", "--hidden", "32", "--batch-size", "8", "--seq-len", "16",
-            "--steps", "20", "--log-every", "5", "--eval-every", "10", "--out", str(out)]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "step 5/20  loss" in printed and "tok/s" in printed  # plain lines when not a terminal
+def test_train_writes_metrics_run_json_plot_and_a_sample(charlm_run):
+    out, printed = charlm_run  # tests/conftest.py: 4 steps, eval and checkpoint every 2
+    assert "step 1/4  loss" in printed and "tok/s" in printed  # plain lines when not a terminal
     assert "--- sample ---\nElizabeth" in printed
 
     logged = records(out)
-    assert [r["step"] for r in logged] == [5, 10, 15, 20]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 for r in logged)
-    assert [r["step"] for r in logged if "eval_loss" in r] == [10, 20]
+    assert [r["step"] for r in logged if "eval_loss" in r] == [2, 4]
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["task"] == "charlm" and run["config"]["cell"] == "lstm"
     assert run["config"]["lr"] > 0 and run["devices"] == 1 and run["backend"] == "cpu"
     assert {"jax", "optax", "orbax-checkpoint", "python"} <= set(run["versions"])
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "checkpoints" / "20").is_dir()
+    assert (out / "checkpoints" / "4").is_dir()
 
 
 INTERRUPTIBLE = TINY + ["--steps", "60", "--checkpoint-every", "4", "--log-every", "1", "--eval-every", "30"]
