@@ -31,28 +31,24 @@ def curve(out: Path) -> list[tuple]:
     return [(r["step"], r["loss"], r["grad_norm"], r.get("eval_loss")) for r in records(out)]
 
 
-def test_train_writes_metrics_run_json_plot_and_a_sample(tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = ["train", "--task", "charlm", "--hidden", "32", "--batch-size", "8", "--seq-len", "16",
-            "--steps", "20", "--log-every", "5", "--eval-every", "10", "--out", str(out)]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "step 5/20  loss" in printed and "tok/s" in printed  # plain lines when not a terminal
+def test_train_writes_metrics_run_json_plot_and_a_sample(charlm_run):
+    out, printed = charlm_run  # tests/conftest.py: 4 steps, eval and checkpoint every 2
+    assert "step 1/4  loss" in printed and "tok/s" in printed  # plain lines when not a terminal
     assert "--- sample ---\nElizabeth" in printed
 
     logged = records(out)
-    assert [r["step"] for r in logged] == [5, 10, 15, 20]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 for r in logged)
-    assert [r["step"] for r in logged if "eval_loss" in r] == [10, 20]
+    assert [r["step"] for r in logged if "eval_loss" in r] == [2, 4]
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["task"] == "charlm" and run["config"]["cell"] == "lstm"
     assert run["config"]["lr"] > 0 and run["devices"] == 1 and run["backend"] == "cpu"
     assert {"jax", "optax", "orbax-checkpoint", "python"} <= set(run["versions"])
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "checkpoints" / "20").is_dir()
+    assert (out / "checkpoints" / "4").is_dir()
 
 
-INTERRUPTIBLE = TINY + ["--steps", "60", "--checkpoint-every", "4", "--log-every", "1", "--eval-every", "30"]
+INTERRUPTIBLE = TINY + ["--steps", "24", "--checkpoint-every", "4", "--log-every", "1", "--eval-every", "12"]
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +62,10 @@ def straight(tmp_path_factory) -> list[tuple]:
 def test_same_out_resumes_and_larger_steps_extend_the_run_exactly(straight, tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(INTERRUPTIBLE + ["--steps", "10", "--out", out]) == 0
-    assert main(INTERRUPTIBLE + ["--out", out, "--log-every", "20"]) == 0
+    assert main(INTERRUPTIBLE + ["--out", out, "--log-every", "8"]) == 0
     assert "resuming" in capsys.readouterr().out
     resumed = curve(tmp_path / "run")
-    assert [step for step, *_ in resumed] == list(range(1, 11)) + [20, 30, 40, 60]
+    assert [step for step, *_ in resumed] == list(range(1, 11)) + [12, 16, 24]  # 12: an eval
     losses = {step: loss for step, loss, *_ in straight}
     assert all(loss == losses[step] for step, loss, *_ in resumed)
 

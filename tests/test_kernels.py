@@ -38,6 +38,18 @@ pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu" or not VARIANTS,
 TOL = dict(rtol=2e-5, atol=2e-5)
 
 
+def per_variant(names, cases, covering):
+    """Parametrizes `variant` and a case's `names`: every case on the native variant
+    (the first), and on each other variant the `covering` ones, chosen so that
+    together they take every path of the kernel (layouts, reverse, lengths,
+    resets, all states, partial panels, more than one row block)."""
+    return pytest.mark.parametrize(
+        ("variant", *names), [(variant, *(case if isinstance(case, tuple) else (case,)))
+                              for variant in VARIANTS for case in cases
+                              if variant == VARIANTS[0] or case in covering],
+        indirect=["variant"])
+
+
 @pytest.fixture(params=VARIANTS)
 def variant(request, monkeypatch):
     """The variant a test runs; jit caches are cleared around it, as the variant
@@ -122,7 +134,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+# Together: both layouts, reverse, lengths, resets to a state, all states, one
+# row and 13 (more than one row block), 48 units (a partial panel on avx512).
+COVERING = {"one_row_48_units", "lengths_resets_reverse_all_states",
+            "lengths_resets_time_major_13_rows"}
+
+
+@per_variant(["case"], CASES, COVERING)
 def test_kernel_matches_python_loop(variant, case):
     options = dict(CASES[case])
     sizes = {k: options.pop(k) for k in ("batch", "hidden", "time") if k in options}
@@ -157,24 +175,44 @@ def test_kernel_matches_python_loop(variant, case):
             np.testing.assert_allclose(swap(got), want, **TOL)
 
 
-@pytest.mark.parametrize("hidden,time_major,reverse,reads_c,padded", [
-    (32, False, False, False, False), (112, True, True, True, False),
-    (32, False, False, True, True), (80, True, True, False, True),
-])
-def test_gradients_match_the_loop(variant, hidden, time_major, reverse, reads_c, padded):
-    """Reverse mode runs the backward kernel (its product in panels of 4 vectors
-    of units: 80 and 112 end on a partial one); a loss that ignores the final c
-    gives it no cotangent for c at all (a separate path). Padded: with lengths,
-    resets and a reset state, which gets its gradient too."""
+def gradient_problem(hidden, reads_c, padded):
+    """`(params, xs, h0, reset_state, lengths, resets, loss)`: `loss(run, params, xs,
+    h0, reset_state)` of the outputs (and of the final c when `reads_c`)."""
     cell, params, xs, h0 = problem(batch=6, hidden=hidden, seed=1)
     cot = np.random.default_rng(2).normal(size=(6, 7, hidden)).astype(np.float32)
     lengths, resets = masks(6, 7, seed=1) if padded else (None, None)
-    swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
     reset_state = tuple(h0[::-1]) if padded else None  # any state will do
 
     def loss(run, params, xs, h0, reset_state):
         ys, (h, c) = run(params, xs, h0, reset_state)
         return jnp.sum(ys * cot) + (jnp.sum(jnp.sin(c)) if reads_c else 0.0)
+
+    return params, xs, h0, reset_state, lengths, resets, loss
+
+
+@functools.cache  # the same for every variant
+def loop_gradients(hidden, reverse, reads_c, padded):
+    params, xs, h0, reset_state, lengths, resets, loss = gradient_problem(hidden, reads_c, padded)
+
+    def loop(p, x, h0, reset_state):
+        return loop_in_jax(p, x, h0, reverse, lengths, resets, reset_state)
+
+    grad = jax.grad(functools.partial(loss, loop), argnums=(0, 1, 2, 3))
+    return [np.asarray(w) for w in jax.tree_util.tree_leaves(grad(params, xs, tuple(h0), reset_state))]
+
+
+# (32, batch-major, forward, ignores c, unpadded) is the union of the other three.
+@per_variant(["hidden", "time_major", "reverse", "reads_c", "padded"], [
+    (32, False, False, False, False), (112, True, True, True, False),
+    (32, False, False, True, True), (80, True, True, False, True),
+], covering={(112, True, True, True, False), (32, False, False, True, True), (80, True, True, False, True)})
+def test_gradients_match_the_loop(variant, hidden, time_major, reverse, reads_c, padded):
+    """Reverse mode runs the backward kernel (its product in panels of 4 vectors
+    of units: 80 and 112 end on a partial one); a loss that ignores the final c
+    gives it no cotangent for c at all (a separate path). Padded: with lengths,
+    resets and a reset state, which gets its gradient too."""
+    params, xs, h0, reset_state, lengths, resets, loss = gradient_problem(hidden, reads_c, padded)
+    swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
 
     def kernel(p, x, h0, reset_state):
         ys, final, _ = kernel_run(p, swap(x), h0, reverse=reverse, time_major=time_major,
@@ -183,14 +221,12 @@ def test_gradients_match_the_loop(variant, hidden, time_major, reverse, reads_c,
                                   else rs.LSTMState(*reset_state))
         return swap(ys), final
 
-    def loop(p, x, h0, reset_state):
-        return loop_in_jax(p, x, h0, reverse, lengths, resets, reset_state)
-
-    grad = lambda run: jax.grad(functools.partial(loss, run), argnums=(0, 1, 2, 3))
-    assert uses_kernel(grad(kernel), params, xs, h0, reset_state, target="rnnscan_lstm_backward")
-    got = grad(kernel)(params, xs, h0, reset_state)
-    want = grad(loop)(params, xs, tuple(h0), reset_state)
-    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    grad = jax.grad(functools.partial(loss, kernel), argnums=(0, 1, 2, 3))
+    assert uses_kernel(grad, params, xs, h0, reset_state, target="rnnscan_lstm_backward")
+    got = grad(params, xs, h0, reset_state)
+    want = loop_gradients(hidden, reverse, reads_c, padded)
+    assert len(jax.tree_util.tree_leaves(got)) == len(want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 

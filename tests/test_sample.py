@@ -146,15 +146,10 @@ def test_bad_input_names_the_argument(params, change, error, message):
 
 # -- a trained run ----------------------------------------------------------------
 
-TRAIN = ["train", "--task", "charlm", "--hidden", "8", "--layers", "2", "--batch-size", "4",
-         "--seq-len", "8", "--steps", "4", "--log-every", "2", "--eval-every", "4", "--checkpoint-every", "2"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("charlm")
-    assert main(TRAIN + ["--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def run_dir(charlm_run):
+    """A charlm run of 4 steps, hidden 8, 2 layers, checkpoints 2 and 4 (tests/conftest.py)."""
+    return charlm_run.out
 
 
 def saved_params(run_dir, step):
