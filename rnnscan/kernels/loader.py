@@ -30,6 +30,7 @@ from rnnscan.kernels import build
 # the variant's suffix.
 TARGETS = {
     "lstm_cpu": ("rnnscan_lstm_forward", "rnnscan_lstm_forward_saving", "rnnscan_lstm_backward"),
+    "gru_cpu": ("rnnscan_gru_forward", "rnnscan_gru_forward_saving", "rnnscan_gru_backward"),
 }
 # Best first: the CPU flags (as /proc/cpuinfo names them) each variant's
 # `-march` level lets the compiler use.
