@@ -1,7 +1,9 @@
-"""Where the CPU kernels are measured faster than the scan, per instruction set.
+"""Where the CPU kernels are measured faster than the scan, per kernel and
+instruction set.
 
-`MEASURED[variant]` lists the rows timed (`benchmarks/kernel_isa.py`; figures in
-`benchmarks/results/kernel_isa_cpu.md`): `(batch, time, input, hidden)` and
+`MEASURED[kernel][variant]` (`kernel` "lstm" or "gru") lists the rows timed
+(`benchmarks/kernel_isa.py --cell lstm|gru`; figures in
+`benchmarks/results/kernel_isa_cpu*.md`): `(batch, time, input, hidden)` and
 whether the kernel beat `lax.scan` both forward and forward+backward (median of
 interleaved runs). A shape is judged by its nearest measured row (in log
 scale over batch, input and hidden), and only within a factor of 2 of the
@@ -17,7 +19,8 @@ import math
 # (XLA:CPU held to AVX2), ratios scan / kernel fwd, fwd+bwd. The padded row
 # (lengths in [64, 128]) agreed with its unpadded one on avx512 (1.35, 1.15)
 # and was even on avx2 (1.00, 1.09).
-MEASURED: dict[str, list[tuple[tuple[int, int, int, int], bool]]] = {
+Rows = list[tuple[tuple[int, int, int, int], bool]]
+LSTM: dict[str, Rows] = {
     "avx512": [((16, 128, 128, 128), False),  # 0.71, 1.29: forward loses
                ((32, 128, 256, 256), True),   # 1.32, 1.55
                ((64, 256, 512, 512), True)],  # 1.31, 1.15
@@ -26,11 +29,23 @@ MEASURED: dict[str, list[tuple[tuple[int, int, int, int], bool]]] = {
              ((64, 256, 512, 512), False)],   # 0.83, 0.92
 }
 
+# To fill from `python benchmarks/kernel_isa.py --cell gru` on an idle machine
+# (a row `((batch, time, input, hidden), won)` per measured shape, won meaning
+# the kernel beat the scan clearly, by more than 1.2x, both forward and
+# forward+backward). Until then no row: the scan runs unless `method="kernel"`.
+GRU: dict[str, Rows] = {
+    "avx512": [],
+    "avx2": [],
+}
 
-def kernel_is_faster(isa: str, batch: int, time: int, input_size: int, hidden: int) -> bool:
-    """Whether the `isa` variant's LSTM kernel was measured faster than the scan
-    at the measured row nearest to this shape."""
-    rows = MEASURED.get(isa)
+MEASURED: dict[str, dict[str, Rows]] = {"lstm": LSTM, "gru": GRU}
+
+
+def kernel_is_faster(kernel: str, isa: str, batch: int, time: int, input_size: int,
+                     hidden: int) -> bool:
+    """Whether the `isa` variant of `kernel` ("lstm", "gru") was measured faster
+    than the scan at the measured row nearest to this shape."""
+    rows = MEASURED.get(kernel, {}).get(isa)
     if not rows or min(batch, time, input_size, hidden) <= 0:
         return False
     hiddens = [shape[3] for shape, _ in rows]
