@@ -165,7 +165,7 @@ def _register(source: str, variant: str) -> Optional[Kernel]:
 def info() -> dict:
     """What rnnscan's kernels do here: the backend, the CPU and its instruction-set
     level, the variants built, and the one in use (None, with the reason, if none)."""
-    variants = {v: library(s, v) is not None for s in TARGETS for v in build.VARIANTS}
+    variants = {v: all(library(s, v) is not None for s in TARGETS) for v in build.VARIANTS}
     try:
         variant, why = choice()
     except ValueError as error:
