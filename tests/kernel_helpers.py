@@ -26,12 +26,16 @@ def skip_unless_built(source: str):
                               reason="the kernels run on a CPU, once built")
 
 
-def variant_fixture(source: str):
-    """A `variant` fixture over `source`'s built variants: the variant a test
+def variant_fixture(source: str, name: str = "variant", best_only: bool = False):
+    """A fixture `name` over `source`'s built variants: the variant a test
     runs; jit caches are cleared around it, as the variant is chosen when a
-    function is traced."""
+    function is traced. With `best_only`, the default run has the best variant
+    alone (the others are marked slow)."""
+    built = built_variants(source)
+    params = [pytest.param(v, marks=pytest.mark.slow) if best_only and i else v
+              for i, v in enumerate(built)]
 
-    @pytest.fixture(params=built_variants(source))
+    @pytest.fixture(params=params, name=name)
     def variant(request, monkeypatch):
         monkeypatch.setenv("RNNSCAN_KERNEL_ISA", request.param)
         jax.clear_caches()

@@ -3,8 +3,10 @@
 the speed table is tested apart) and `rs.unroll(method="kernel")`.
 
 As `test_kernels.py` does for the LSTM: every test runs once per variant this
-CPU can execute (`variant`) and first checks, in the lowered HLO, that the
-variant's GRU kernel ran. References: the numpy GRU stepped by a Python loop
+CPU can execute and first checks, in the lowered HLO, that the variant's GRU
+kernel ran. To keep the default run short, the core cases run on every variant
+(`each_variant`) and the rest on the best one (`variant`: the others with
+`-m slow`). References: the numpy GRU stepped by a Python loop
 (`tests.reference`) for values; the same loop in `jax.numpy`, differentiated
 by JAX, and finite differences for derivatives; torch's `nn.GRU` (a golden
 file) on the variant whose lanes fit its 4 units.
@@ -22,13 +24,13 @@ import rnnscan as rs
 from rnnscan.kernels import gru as gru_kernel
 from rnnscan.kernels import loader, primitives, speed
 from tests import reference as ref
-from tests.kernel_helpers import (TOL, built_variants, close, masks, skip_unless_built,
+from tests.kernel_helpers import (TOL, close, masks, skip_unless_built,
                                   uses_kernel, variant_fixture)
 from tests.test_unroll import randomize
 
-VARIANTS = built_variants("gru_cpu")
 pytestmark = skip_unless_built("gru_cpu")
-variant = variant_fixture("gru_cpu")
+variant = variant_fixture("gru_cpu", best_only=True)
+each_variant = variant_fixture("gru_cpu", name="each_variant")
 FORWARD, BACKWARD = "rnnscan_gru_forward", "rnnscan_gru_backward"
 
 
@@ -77,18 +79,20 @@ def loop_in_jax(params, xs, h, reverse=False, lengths=None, resets=None, reset_s
     return jnp.stack(ys, axis=1), h
 
 
-CASES = {
-    "plain": dict(),
-    "reverse_time_major": dict(reverse=True, time_major=True),
-    "all_states_no_bias": dict(all_states=True, use_bias=False),
-    "one_row_48_units": dict(batch=1, hidden=48),
+EVERY_VARIANT_CASES = {
     "40_units": dict(hidden=40),  # a multiple of 8, not 16: not on avx512
     "lengths_resets_reset_state_reverse_all_states": dict(
         lengths=True, resets=True, reset_state=True, reverse=True, all_states=True),
+}
+CASES = {
+    "reverse_time_major": dict(reverse=True, time_major=True),
     "lengths_resets_time_major_13_rows": dict(lengths=True, resets=True, reset_state=True,
                                               time_major=True, batch=13, hidden=16),
 }
 SLOW_CASES = {
+    "plain": dict(),
+    "all_states_no_bias": dict(all_states=True, use_bias=False),
+    "one_row_48_units": dict(batch=1, hidden=48),
     "lengths_all_states": dict(lengths=True, all_states=True),
     "lengths_resets_reverse_no_bias": dict(lengths=True, resets=True, reverse=True,
                                            use_bias=False),
@@ -97,10 +101,19 @@ SLOW_CASES = {
 }
 
 
+@pytest.mark.parametrize("case", EVERY_VARIANT_CASES)
+def test_kernel_matches_python_loop_on_every_variant(each_variant, case):
+    check_values(each_variant, EVERY_VARIANT_CASES[case])
+
+
 @pytest.mark.parametrize("case", list(CASES) + [
     pytest.param(c, marks=pytest.mark.slow) for c in SLOW_CASES])
 def test_kernel_matches_python_loop(variant, case):
-    options = dict({**CASES, **SLOW_CASES}[case])
+    check_values(variant, {**CASES, **SLOW_CASES}[case])
+
+
+def check_values(variant, options):
+    options = dict(options)
     sizes = {k: options.pop(k) for k in ("batch", "hidden", "time", "use_bias") if k in options}
     cell, params, xs, h0 = problem(**sizes)
     if not fits(h0.shape[-1]):
@@ -133,20 +146,17 @@ def test_kernel_matches_python_loop(variant, case):
         assert states is None
 
 
-GRADIENT_CASES = [  # hidden, time_major, reverse, padded, use_bias
-    (32, False, False, False, True), (80, True, True, True, True),
-    (40, False, True, True, False)]
-
-
-@pytest.mark.parametrize("hidden,time_major,reverse,padded,use_bias", GRADIENT_CASES[:2] + [
-    pytest.param(*GRADIENT_CASES[2], marks=pytest.mark.slow)])
-def test_gradients_match_the_loop(variant, hidden, time_major, reverse, padded, use_bias):
+@pytest.mark.parametrize("hidden,time_major,reverse,padded,use_bias", [
+    (80, True, True, True, True),
+    pytest.param(32, False, False, False, True, marks=pytest.mark.slow),
+    pytest.param(40, False, True, True, False, marks=pytest.mark.slow)])
+def test_gradients_match_the_loop(each_variant, hidden, time_major, reverse, padded, use_bias):
     """Reverse mode runs the backward kernel (its product in panels of 4 vectors
     of units: 80 and 40 end on a partial one). Padded: with lengths, resets and
     a reset state, which gets its gradient too."""
     cell, params, xs, h0 = problem(batch=6, hidden=hidden, seed=1, use_bias=use_bias)
     if not fits(hidden):
-        pytest.skip(f"{hidden} units do not fit {variant}'s vectors")
+        pytest.skip(f"{hidden} units do not fit {each_variant}'s vectors")
     cot = np.random.default_rng(2).normal(size=(6, 6, hidden)).astype(np.float32)
     lengths, resets = masks(6, 6, seed=1) if padded else (None, None)
     swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
@@ -172,6 +182,7 @@ def test_gradients_match_the_loop(variant, hidden, time_major, reverse, padded, 
           rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_gradients_match_finite_differences(variant):
     cell, params, xs, h0 = problem(batch=3, time=4, features=3, hidden=16, seed=3)
     lengths, resets = np.array([0, 2, 4], np.int32), np.array([[0, 1, 0, 0]] * 3, bool)
@@ -183,11 +194,10 @@ def test_gradients_match_finite_differences(variant):
                 rtol=2e-3)
 
 
-def test_forward_mode_second_order_and_vmap(variant):
+@pytest.mark.parametrize("second_order", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_forward_mode_second_order_and_vmap(variant, second_order):
     """jvp runs the tangent as a scan; jvp of grad (Hessian-vector products)
     differentiates the kernels' plain-JAX twins; vmap maps the kernels."""
-    if variant != VARIANTS[0]:
-        pytest.skip("the plain-JAX twins are the same for every variant")
     cell, params, xs, h0 = problem(batch=4, time=5, hidden=16, seed=4)
     lengths, resets = masks(4, 5, seed=4)
     kernel = lambda p, x: jnp.sum(jnp.sin(kernel_run(p, x, h0, lengths=lengths,
@@ -197,14 +207,17 @@ def test_forward_mode_second_order_and_vmap(variant):
     tangent = randomize(params, seed=5)
     close(jax.jvp(lambda p: kernel(p, xs), (params,), (tangent,)),
           jax.jvp(lambda p: loop(p, xs), (params,), (tangent,)))
-    hvp = lambda f: jax.jvp(jax.grad(lambda p: f(p, xs)), (params,), (tangent,))[1]
-    close(hvp(kernel), hvp(loop))
+    if second_order:
+        hvp = lambda f: jax.jvp(jax.grad(lambda p: f(p, xs)), (params,), (tangent,))[1]
+        close(hvp(kernel), hvp(loop))
+        return
     batch_of_xs = np.stack([xs, -xs])
-    per_example = lambda f: jax.vmap(jax.grad(f), in_axes=(None, 0))(params, batch_of_xs)
-    assert uses_kernel(lambda x: per_example(kernel), batch_of_xs, target=BACKWARD)
-    close(per_example(kernel), per_example(loop))
+    per_example = lambda f, x: jax.vmap(jax.grad(f), in_axes=(None, 0))(params, x)
+    assert uses_kernel(functools.partial(per_example, kernel), batch_of_xs, target=BACKWARD)
+    close(per_example(kernel, batch_of_xs), per_example(loop, batch_of_xs))
 
 
+@pytest.mark.slow
 def test_rows_split_over_threads_change_nothing(variant, monkeypatch):
     """Each thread steps its own block of rows; 13 rows in 13 blocks, padded."""
     cell, params, xs, h0 = problem(batch=13, hidden=16)
@@ -243,6 +256,7 @@ def test_unroll_runs_the_kernel_as_the_scan_does(variant):
     assert not uses_kernel(functools.partial(run, "auto"), params, xs, h0, target=FORWARD)
 
 
+@pytest.mark.slow
 def test_dispatch_follows_the_measured_table(variant, monkeypatch):
     cell, params, xs, h0 = problem(hidden=16)
     monkeypatch.setattr(speed, "MEASURED", {"gru": {variant: [((5, 128, 6, 16), True)]}})
@@ -276,7 +290,7 @@ def test_the_scan_runs_where_the_kernel_cannot(variant, monkeypatch):
     assert gru_kernel.sequence(params, h0, xs, force=True) is None
 
 
-def test_torch_golden_3_layers(variant):
+def test_torch_golden_3_layers(each_variant):
     """torch's 3-layer `nn.GRU` (4 units, `tests/golden/torch_gru_3layer.npz`):
     each layer through the kernel, outputs, final states and the gradients of
     `sum(y * cot)` with respect to x and h0. Only a variant of 4 lanes
@@ -284,7 +298,7 @@ def test_torch_golden_3_layers(variant):
     meta, a = ref.golden("torch_gru_3layer")
     H = meta["hidden_size"]
     if not fits(H):
-        pytest.skip(f"{H} units do not fit {variant}'s vectors")
+        pytest.skip(f"{H} units do not fit {each_variant}'s vectors")
 
     def layer_params(k):
         w_ih, w_hh = a[f"param/weight_ih_l{k}"].T, a[f"param/weight_hh_l{k}"].T
