@@ -96,8 +96,9 @@ SLOW_CASES = {
     "lengths_all_states": dict(lengths=True, all_states=True),
     "lengths_resets_reverse_no_bias": dict(lengths=True, resets=True, reverse=True,
                                            use_bias=False),
+    # 40 steps: float32 rounding grows to ~3e-5 (the scan's to ~1.5e-5, against float64).
     "long_lengths_time_major_reverse_13_rows": dict(lengths=True, time_major=True, reverse=True,
-                                                    batch=13, hidden=64, time=40),
+                                                    batch=13, hidden=64, time=40, tol=1e-4),
 }
 
 
@@ -114,6 +115,8 @@ def test_kernel_matches_python_loop(variant, case):
 
 def check_values(variant, options):
     options = dict(options)
+    tol = options.pop("tol", None)
+    tol = TOL if tol is None else dict(rtol=tol, atol=tol)
     sizes = {k: options.pop(k) for k in ("batch", "hidden", "time", "use_bias") if k in options}
     cell, params, xs, h0 = problem(**sizes)
     if not fits(h0.shape[-1]):
@@ -138,10 +141,10 @@ def check_values(variant, options):
     want_ys, want_final, want_states = ref.loop_unroll(
         step, xs, h0, lengths=lengths, resets=resets, reverse=options.get("reverse", False),
         reset_state=np.zeros_like(h0) if reset_state is None else reset_state)
-    np.testing.assert_allclose(swap(ys), want_ys, **TOL)
-    np.testing.assert_allclose(final, want_final, **TOL)
+    np.testing.assert_allclose(swap(ys), want_ys, **tol)
+    np.testing.assert_allclose(final, want_final, **tol)
     if options.get("all_states"):
-        np.testing.assert_allclose(swap(states), want_states, **TOL)
+        np.testing.assert_allclose(swap(states), want_states, **tol)
     else:
         assert states is None
 
