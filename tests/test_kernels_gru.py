@@ -260,6 +260,16 @@ def test_unroll_runs_the_kernel_as_the_scan_does(variant):
 
 
 @pytest.mark.slow
+def test_nan_propagates(variant):
+    """A NaN input gives NaN outputs from its step on, as the scan does."""
+    cell, params, xs, h0 = problem(hidden=16)
+    xs[2, 3, 0] = np.nan
+    ys, final, _ = jax.jit(kernel_run)(params, xs, h0)
+    assert np.isnan(ys[2, 3:]).all() and np.isnan(final[2]).all()
+    assert not np.isnan(ys[2, :3]).any() and not np.isnan(np.delete(ys, 2, axis=0)).any()
+
+
+@pytest.mark.slow
 def test_dispatch_follows_the_measured_table(variant, monkeypatch):
     cell, params, xs, h0 = problem(hidden=16)
     monkeypatch.setattr(speed, "MEASURED", {"gru": {variant: [((5, 128, 6, 16), True)]}})
