@@ -88,11 +88,11 @@ CASES = {
     "reverse_time_major": dict(reverse=True, time_major=True),
     "lengths_resets_time_major_13_rows": dict(lengths=True, resets=True, reset_state=True,
                                               time_major=True, batch=13, hidden=16),
+    "one_row_48_units": dict(batch=1, hidden=48),
 }
 SLOW_CASES = {
     "plain": dict(),
     "all_states_no_bias": dict(all_states=True, use_bias=False),
-    "one_row_48_units": dict(batch=1, hidden=48),
     "lengths_all_states": dict(lengths=True, all_states=True),
     "lengths_resets_reverse_no_bias": dict(lengths=True, resets=True, reverse=True,
                                            use_bias=False),
