@@ -1,6 +1,10 @@
-"""The CPU LSTM kernel against the scan it replaces and torch, per instruction set.
+"""A CPU kernel (LSTM or GRU) against the scan it replaces and torch, per instruction set.
 
     python benchmarks/kernel_isa.py --name kernel_isa_cpu [--rounds 7] [--isas avx512,avx2]
+    python benchmarks/kernel_isa.py --cell gru --name kernel_isa_gru_cpu [--rows 1]
+
+`--cell gru` times `rs.gru`'s kernel (reset_after, torch's `nn.GRU`) on the same
+rows; its figures fill `rnnscan.kernels.speed.GRU`.
 
 Each instruction set runs in its own process: `avx512` natively; `avx2`
 emulated on an AVX-512 CPU, with the kernel's AVX2 variant
@@ -35,7 +39,7 @@ EMULATION = {"avx512": run.EMULATION["native"], "avx2": run.EMULATION["avx2"]}
 RESULTS = Path(__file__).parent / "results"
 
 
-def programs(batch, time_, features, hidden, padded, mode):
+def programs(batch, time_, features, hidden, padded, mode, cell_name="lstm"):
     """`{name: zero-argument callable}` for the kernel, the scan and torch."""
     import jax
     import jax.numpy as jnp
@@ -48,7 +52,8 @@ def programs(batch, time_, features, hidden, padded, mode):
     xs = rng.normal(size=(batch, time_, features)).astype(np.float32)
     lengths = (rng.integers(time_ // 2, time_ + 1, size=batch).astype(np.int32) if padded
                else None)
-    cell = rs.lstm(features, hidden, forget_bias=0.0)
+    gru = cell_name == "gru"
+    cell = rs.gru(features, hidden) if gru else rs.lstm(features, hidden, forget_bias=0.0)
     params = cell.init(jax.random.key(0))
     h0 = cell.initial_state(params, (batch,))
 
@@ -66,7 +71,7 @@ def programs(batch, time_, features, hidden, padded, mode):
         return lambda: jax.block_until_ready(fn(params, xs))
 
     torch.manual_seed(0)
-    module = torch.nn.LSTM(features, hidden, batch_first=True)
+    module = (torch.nn.GRU if gru else torch.nn.LSTM)(features, hidden, batch_first=True)
     x_t = torch.from_numpy(xs).requires_grad_(mode != "fwd")
 
     def torch_forward():
@@ -88,7 +93,7 @@ def programs(batch, time_, features, hidden, padded, mode):
     return {"kernel": jax_program(kernel), "scan": jax_program(scan), "torch": torch_program}
 
 
-def measure(isa: str, rounds: int, reps: int, rows) -> list[dict]:
+def measure(isa: str, rounds: int, reps: int, rows, cell_name: str = "lstm") -> list[dict]:
     """This process's figures (its environment set for `isa`)."""
     import torch
 
@@ -96,7 +101,7 @@ def measure(isa: str, rounds: int, reps: int, rows) -> list[dict]:
     out = []
     for batch, time_, features, hidden, padded in rows:
         for mode in ("fwd", "fwd+bwd"):
-            fns = programs(batch, time_, features, hidden, padded, mode)
+            fns = programs(batch, time_, features, hidden, padded, mode, cell_name)
             compile_s = {}
             for name, fn in fns.items():
                 start = time.perf_counter()
@@ -115,7 +120,7 @@ def measure(isa: str, rounds: int, reps: int, rows) -> list[dict]:
             ratio = lambda peer: statistics.median(
                 statistics.median(a) / statistics.median(b)
                 for a, b in zip(times[peer], times["kernel"]))
-            out.append(dict(isa=isa, batch=batch, time=time_, input=features, hidden=hidden,
+            out.append(dict(isa=isa, cell=cell_name, batch=batch, time=time_, input=features, hidden=hidden,
                             padded=padded, mode=mode, ms=ms, scan_over_kernel=ratio("scan"),
                             torch_over_kernel=ratio("torch"), first_call_s=compile_s,
                             rounds=rounds, reps=reps))
@@ -134,7 +139,8 @@ def table(results: list[dict]) -> str:
     lines = ["| isa | row | mode | kernel ms | scan ms | torch ms | scan/kernel | torch/kernel |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        row = f"LSTM {r['batch']}x{r['time']}x{r['input']}->{r['hidden']}"
+        row = (f"{r.get('cell', 'lstm').upper()} "
+               f"{r['batch']}x{r['time']}x{r['input']}->{r['hidden']}")
         row += " lengths [T/2, T]" if r["padded"] else ""
         lines.append(f"| {r['isa']} | {row} | {r['mode']} | {r['ms']['kernel']:.2f} | "
                      f"{r['ms']['scan']:.2f} | {r['ms']['torch']:.2f} | "
@@ -144,22 +150,25 @@ def table(results: list[dict]) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--name", default="kernel_isa_cpu")
+    parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    parser.add_argument("--name", help="default kernel_isa_cpu (lstm), kernel_isa_gru_cpu (gru)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=5, help="calls per program per round")
     parser.add_argument("--isas", default="avx512,avx2")
     parser.add_argument("--rows", default="all", help="comma-separated row indices, or all")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.name = args.name or ("kernel_isa_cpu" if args.cell == "lstm" else "kernel_isa_gru_cpu")
     rows = ROWS if args.rows == "all" else [ROWS[int(i)] for i in args.rows.split(",")]
     if args.worker:
-        print(json.dumps(measure(args.worker, args.rounds, args.reps, rows)))
+        print(json.dumps(measure(args.worker, args.rounds, args.reps, rows, args.cell)))
         return
     results = []
     for isa in args.isas.split(","):
         env = {**os.environ, **EMULATION[isa]}
         done = subprocess.run([sys.executable, __file__, "--worker", isa, "--rounds",
-                               str(args.rounds), "--reps", str(args.reps), "--rows", args.rows],
+                               str(args.rounds), "--reps", str(args.reps), "--rows", args.rows,
+                               "--cell", args.cell],
                               env=env,
                               stdout=subprocess.PIPE, text=True, check=True)
         results += json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,6 +1,6 @@
 """Stack traffic in the kernels' register-tiled product loops, per variant.
 
-    python benchmarks/kernel_spills.py rnnscan/kernels/_lstm_cpu_*.so
+    python benchmarks/kernel_spills.py rnnscan/kernels/_lstm_cpu_*.so rnnscan/kernels/_gru_cpu_*.so
 
 For every instantiation of `product_tile<R, V, accumulate>` (R rows x V vectors),
 the innermost loop's instruction count, its multiply-adds and its references to

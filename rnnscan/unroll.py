@@ -86,8 +86,8 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
         `sqrt(time)` holds the least; `k` need not divide `time`).
       return_all_states: also return the state after every step.
       method: `"scan"`: `lax.scan`, one step after another. `"kernel"`: the
-        cell's compiled kernel (`rs.lstm`'s float32 kernel on a CPU), an error
-        where it cannot run. `"sequential"`: the kernel where it can run and was
+        cell's compiled kernel (`rs.lstm`'s and `rs.gru`'s float32 kernels on a
+        CPU), an error where it cannot run. `"sequential"`: the kernel where it can run and was
         measured faster here, else the scan. `"associative"`: every step at once
         with `lax.associative_scan`, O(log time) deep, for cells linear in their
         state (`rs.mingru`, `rs.minlstm`, `rs.lru`); every option but `unroll`

@@ -11,7 +11,6 @@ variant's kernel ran.
 
 import functools
 import os
-import re
 import shlex
 import shutil
 import warnings
@@ -26,16 +25,16 @@ import rnnscan as rs
 import rnnscan.kernels
 from rnnscan.kernels import build, loader, speed
 from rnnscan.kernels import lstm as lstm_kernel
-from rnnscan.kernels import lstm_primitives
+from rnnscan.kernels import primitives
 from rnnscan.unroll import make_plan
 from tests import reference as ref
+from tests.kernel_helpers import (RUNNABLE, TOL, built_variants, masks, skip_unless_built,
+                                  uses_kernel, variant_fixture)
 from tests.test_unroll import randomize
 
-RUNNABLE = list(build.VARIANTS)[list(build.VARIANTS).index(loader.cpu_isa()):]
-VARIANTS = [v for v in RUNNABLE if loader.library("lstm_cpu", v) is not None]
-pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu" or not VARIANTS,
-                                reason="the kernels run on a CPU, once built")
-TOL = dict(rtol=2e-5, atol=2e-5)
+VARIANTS = built_variants("lstm_cpu")
+pytestmark = skip_unless_built("lstm_cpu")
+variant = variant_fixture("lstm_cpu")
 
 
 def per_variant(names, cases, covering):
@@ -50,24 +49,6 @@ def per_variant(names, cases, covering):
         indirect=["variant"])
 
 
-@pytest.fixture(params=VARIANTS)
-def variant(request, monkeypatch):
-    """The variant a test runs; jit caches are cleared around it, as the variant
-    is chosen when a function is traced."""
-    monkeypatch.setenv("RNNSCAN_KERNEL_ISA", request.param)
-    jax.clear_caches()
-    yield request.param
-    jax.clear_caches()
-
-
-def uses_kernel(fn, *args, target="rnnscan_lstm_forward") -> bool:
-    """Whether `fn` runs the kernel `target` (the forward: saving or not) of the
-    variant under test."""
-    variant = os.environ["RNNSCAN_KERNEL_ISA"]
-    text = jax.jit(fn).lower(*args).as_text()
-    return re.search(f"@{target}(_saving)?_{variant}\\(", text) is not None
-
-
 def problem(batch=5, time=7, features=6, hidden=32, seed=0):
     cell = rs.lstm(features, hidden)
     params = randomize(cell.init(jax.random.key(seed)), seed)
@@ -75,16 +56,6 @@ def problem(batch=5, time=7, features=6, hidden=32, seed=0):
     xs = rng.normal(size=(batch, time, features)).astype(np.float32)
     h0 = rs.LSTMState(*(rng.normal(size=(batch, hidden)).astype(np.float32) for _ in range(2)))
     return cell, params, xs, h0
-
-
-def masks(batch, time, seed=0):
-    """Lengths with a 0 and a full row, and resets, some of them past a length."""
-    rng = np.random.default_rng(seed + 10)
-    lengths = rng.integers(0, time + 1, size=batch)
-    lengths[0], lengths[-1] = 0, time
-    resets = rng.random((batch, time)) < 0.3
-    resets[-1, time - 1] = resets[0, 0] = True
-    return lengths.astype(np.int32), resets
 
 
 def kernel_run(params, xs, h0, **options):
@@ -278,7 +249,7 @@ def test_rows_split_over_threads_change_nothing(variant, monkeypatch, threads, t
                                time_major=time_major)
     loss = lambda p: jnp.sum(run(p)[0] ** 2) + jnp.sum(run(p)[1].c)
     one = jax.jit(lambda p: (run(p)[:2], jax.grad(loss)(p)))(params)
-    monkeypatch.setattr(lstm_primitives, "_threads", lambda *sizes: threads)
+    monkeypatch.setattr(primitives, "threads", lambda *sizes: threads)
     jax.clear_caches()
     assert uses_kernel(run, params)
     split = jax.jit(lambda p: (run(p)[:2], jax.grad(loss)(p)))(params)
@@ -319,13 +290,14 @@ def test_dispatch_follows_the_measured_table(variant, monkeypatch):
     """Unforced, the kernel runs only for a shape whose nearest measured row it
     won; a variant with no figures gets the scan."""
     cell, params, xs, h0 = problem(hidden=16)
-    monkeypatch.setattr(speed, "MEASURED", {variant: [((5, 128, 6, 16), (True, True)),
-                                                      ((5, 128, 6, 128), (False, False))]})
-    assert speed.kernel_is_faster(variant, 5, 7, 6, 16)
-    assert speed.kernel_is_faster(variant, 5, 7, 6, 16, derivatives=True)
-    assert not speed.kernel_is_faster(variant, 5, 7, 6, 128)
-    assert not speed.kernel_is_faster(variant, 5, 7, 6, 1024)  # beyond the figures
-    assert not speed.kernel_is_faster("sve", 5, 7, 6, 16)
+    monkeypatch.setattr(speed, "MEASURED", {"lstm": {variant: [((5, 128, 6, 16), (True, True)),
+                                                               ((5, 128, 6, 128), (False, False))]}})
+    assert speed.kernel_is_faster("lstm", variant, 5, 7, 6, 16)
+    assert speed.kernel_is_faster("lstm", variant, 5, 7, 6, 16, derivatives=True)
+    assert not speed.kernel_is_faster("gru", variant, 5, 7, 6, 16)  # the LSTM's figures
+    assert not speed.kernel_is_faster("lstm", variant, 5, 7, 6, 128)
+    assert not speed.kernel_is_faster("lstm", variant, 5, 7, 6, 1024)  # beyond the figures
+    assert not speed.kernel_is_faster("lstm", "sve", 5, 7, 6, 16)
     assert uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
     monkeypatch.setattr(speed, "MEASURED", {})
     jax.clear_caches()  # unroll's trace of this cell read the table
@@ -340,7 +312,8 @@ def test_values_and_derivatives_each_from_where_they_were_measured_faster(
     the values come from one strategy and every derivative from the other; both
     agree with the scan, reverse mode, forward mode and under vmap."""
     variant = loader.load("lstm_cpu").variant
-    monkeypatch.setattr(speed, "MEASURED", {variant: [((5, 7, 6, 16), (forward, derivatives))]})
+    monkeypatch.setattr(speed, "MEASURED",
+                        {"lstm": {variant: [((5, 7, 6, 16), (forward, derivatives))]}})
     jax.clear_caches()
     cell, params, xs, h0 = problem(hidden=16)
     lengths = jnp.array([7, 3, 5, 0, 6])
@@ -370,7 +343,8 @@ def test_the_install_built_every_variant():
     variant; a missing one would leave its CPUs on the scan."""
     if shutil.which(shlex.split(os.environ.get("CXX", "c++"))[0]) is None:
         pytest.skip("no C++ compiler: the install is pure JAX")
-    assert [v for v in build.VARIANTS if loader.library("lstm_cpu", v) is None] == []
+    assert [(s, v) for s in build.SOURCES for v in build.VARIANTS
+            if loader.library(s, v) is None] == []
 
 
 def test_info_names_the_variant_in_use_or_why_none(variant, monkeypatch):

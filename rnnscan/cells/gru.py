@@ -19,6 +19,7 @@ from rnnscan.cells._common import (
     split_keys,
 )
 from rnnscan.cells.layer_norm import init_layer_norm, layer_norm as normalize, refusal
+from rnnscan.kernels import gru as gru_kernel
 from rnnscan.validation import check_bool, check_features
 
 
@@ -134,7 +135,11 @@ def gru(
         h = n + z * (h - n)
         return h, h
 
-    return Cell.split(init, initial_state, project_inputs, recurrent_step, rowwise=True)
+    # The kernel runs the plain float32 reset_after GRU only.
+    kernel_fits = fused and prec.param_dtype == jnp.float32 and (
+        prec.compute_dtype in (None, prec.param_dtype))
+    return Cell.split(init, initial_state, project_inputs, recurrent_step, rowwise=True,
+                      kernel=gru_kernel.sequence_kernel(use_bias) if kernel_fits else None)
 
 
 def _fused_update(prec: Precision):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 # The kernels' sources (one C++ file each, in this folder) and the variants
 # each is built as: name -> the compiler flags that select its instructions.
-SOURCES = ("lstm_cpu",)
+SOURCES = ("lstm_cpu", "gru_cpu")
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 VARIANTS = {
     "avx512": ["-march=x86-64-v4", "-mtune=generic"],  # AVX-512 F/BW/DQ/VL/CD

@@ -30,6 +30,7 @@ from rnnscan.kernels import build
 # the variant's suffix.
 TARGETS = {
     "lstm_cpu": ("rnnscan_lstm_forward", "rnnscan_lstm_forward_saving", "rnnscan_lstm_backward"),
+    "gru_cpu": ("rnnscan_gru_forward", "rnnscan_gru_forward_saving", "rnnscan_gru_backward"),
 }
 # Best first: the CPU flags (as /proc/cpuinfo names them) each variant's
 # `-march` level lets the compiler use.
@@ -164,7 +165,7 @@ def _register(source: str, variant: str) -> Optional[Kernel]:
 def info() -> dict:
     """What rnnscan's kernels do here: the backend, the CPU and its instruction-set
     level, the variants built, and the one in use (None, with the reason, if none)."""
-    variants = {v: library(s, v) is not None for s in TARGETS for v in build.VARIANTS}
+    variants = {v: all(library(s, v) is not None for s in TARGETS) for v in build.VARIANTS}
     try:
         variant, why = choice()
     except ValueError as error:

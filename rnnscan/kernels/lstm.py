@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import SequenceKernel
-from rnnscan.kernels import loader, speed
-from rnnscan.kernels.lstm_primitives import last_step, recurrence, valid_steps
+from rnnscan.kernels import loader, primitives, speed
+from rnnscan.kernels.lstm_primitives import recurrence
 
 
 def sequence_kernel(forget_bias: float, use_bias: bool) -> SequenceKernel:
@@ -26,8 +26,8 @@ def sequence_kernel(forget_bias: float, use_bias: bool) -> SequenceKernel:
     def faster(params, state, xs, *, time_major, derivatives):
         time, batch = xs.shape[:2] if time_major else xs.shape[1::-1]
         lib = loader.load("lstm_cpu")
-        return speed.kernel_is_faster(lib.variant, batch, time, xs.shape[-1], state.h.shape[-1],
-                                      derivatives=derivatives)
+        return speed.kernel_is_faster("lstm", lib.variant, batch, time, xs.shape[-1],
+                                      state.h.shape[-1], derivatives=derivatives)
 
     def run(params, state, xs, **options):
         return sequence(params, state, xs, forget_bias=forget_bias, use_bias=use_bias,
@@ -43,24 +43,12 @@ def why_not(params, state, xs, *, lengths=None, resets=None, reset_state=None,
     It runs on a CPU with a built variant, everything in float32, `xs` of rank 3
     and not empty, `state` `(batch, H)` with `H` a multiple of the variant's
     lanes (16 on avx512, 8 on avx2, 4 on baseline)."""
-    lib = loader.load("lstm_cpu")
-    if lib is None:
-        return "the kernel is unavailable here: " + loader.info()["why"]
     weights = [params["w_ih"], params["w_hh"]] + ([params["b"]] if use_bias else [])
-    arrays = [xs, state.h, state.c, *weights, *(reset_state or ())]
-    if not hasattr(xs, "shape"):
-        return f"the kernel needs xs, one array; got {type(xs).__name__}"
-    if any(jnp.dtype(a.dtype) != jnp.float32 for a in arrays):
-        return ("the kernel runs float32 alone; got "
-                f"{sorted({str(jnp.dtype(a.dtype)) for a in arrays})}")
-    if len(xs.shape) != 3 or 0 in xs.shape:
-        return f"the kernel needs xs of rank 3, not empty; got shape {tuple(xs.shape)}"
-    if len(state.h.shape) != 2 or state.h.shape[-1] % lib.lanes:
-        return (f"the {lib.variant} kernel needs a multiple of {lib.lanes} units in a state "
-                f"(batch, units); got state.h of shape {tuple(state.h.shape)}")
-    if lengths is not None and not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
-        return f"lengths must be integers; got {jnp.result_type(lengths)}"
-    return None
+    arrays = [getattr(state, "c", None), *weights, *(reset_state or ())]
+    if arrays[0] is None:
+        return f"the kernel needs an LSTMState; got {type(state).__name__}"
+    return (primitives.why_not("lstm_cpu", arrays, xs, state.h)
+            or primitives.check_lengths(lengths))
 
 
 def supports(params, state, xs, **options) -> bool:
@@ -92,26 +80,22 @@ def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, 
         return None
     lib = loader.load("lstm_cpu")
     batch_major = not time_major
-    time, batch = jnp.shape(xs)[:2][::-1] if batch_major else jnp.shape(xs)[:2]
+    full = lengths is None
+    time, batch, lengths, valid, resets = primitives.padding(xs, lengths, resets, batch_major)
     hidden = state.h.shape[-1]
-    if not force and not speed.kernel_is_faster(lib.variant, batch, time, xs.shape[-1], hidden):
+    if not force and not speed.kernel_is_faster("lstm", lib.variant, batch, time, xs.shape[-1],
+                                                hidden):
         return None
     bias = np.zeros(4 * hidden, np.float32)
     bias[hidden:2 * hidden] = forget_bias
     if use_bias:
         bias = params["b"] + bias
-    per_step = (batch, time) if batch_major else (time, batch)
-    full = lengths is None
-    lengths = jnp.full(batch, time, jnp.int32) if full else jnp.asarray(lengths, jnp.int32)
-    valid = valid_steps(lengths, time, batch_major)
-    # A reset past a row's length changes nothing.
-    resets = jnp.zeros(per_step, bool) if resets is None else jnp.asarray(resets, bool) & valid
     h_r, c_r = reset_state if reset_state is not None else (jnp.zeros_like(state.h),) * 2
     hs, c = recurrence(xs, params["w_ih"], params["w_hh"], bias, state.h, state.c, lengths,
                        resets, h_r, c_r, reverse, batch_major, all_states, lib)
     # Past a row's length the kernel carries the state: there the output is zero.
     ys = hs if full else jnp.where(valid[..., None], hs, 0.0)
-    last = functools.partial(last_step, reverse=reverse, batch_major=batch_major)
+    last = functools.partial(primitives.last_step, reverse=reverse, batch_major=batch_major)
     state_type = type(state)  # rs.LSTMState (whose module imports this one)
     if all_states:
         return state_type(last(hs), last(c)), ys, state_type(hs, c)

@@ -22,12 +22,21 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+from jax.interpreters import ad
 
 from rnnscan.kernels import loader
-from rnnscan.tree import is_symbolic_zero, time_to_front
-from rnnscan.tuning import cpu_cores
+from rnnscan.kernels.primitives import (
+    call,
+    last_step,
+    linear_pair,
+    panels,
+    panels_transposed,
+    states as _states,
+    step_inputs as _step_inputs,
+    time_major as _time_major,
+    valid_steps,
+)
+from rnnscan.tree import is_symbolic_zero
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(10, 11, 12, 13))
@@ -63,8 +72,9 @@ def recurrence(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c_r, reverse:
         return _forward_saving(xs, w_ih, w_hh, bias, h0, c0, *masks, reverse, batch_major,
                                lib)[:2]
     results = _states(xs, h0) + [jax.ShapeDtypeStruct(c0.shape, c0.dtype)]
-    return _call(lib, "rnnscan_lstm_forward", results, xs, *_panels(lib, w_ih, w_hh), bias, h0,
-                 c0, *masks, hidden=h0.shape[-1], reverse=reverse, batch_major=batch_major)
+    return call(lib, "rnnscan_lstm_forward", results, xs, *panels(lib, 4, w_ih, w_hh), bias, h0,
+                c0, *masks, hidden=h0.shape[-1], gates=4, reverse=reverse,
+                batch_major=batch_major)
 
 
 def _recurrence_jvp(reverse, batch_major, all_states, lib, primals, tangents):
@@ -94,34 +104,6 @@ def _recurrence_jvp(reverse, batch_major, all_states, lib, primals, tangents):
 
 
 recurrence.defjvp(_recurrence_jvp, symbolic_zeros=True)
-
-
-def last_step(states, reverse: bool, batch_major: bool):
-    """The last step's entry of a per-step array (the first with `reverse`):
-    also with lengths, as the states are carried past them."""
-    return jnp.take(states, 0 if reverse else -1, axis=int(batch_major))
-
-
-def valid_steps(lengths, time: int, batch_major: bool):
-    """Per step and row, whether it is read: `t < lengths[b]`, in the layout."""
-    valid = jnp.arange(time)[:, None] < lengths[None, :]
-    return valid.T if batch_major else valid
-
-
-def _step_inputs(states, first, reset_to, resets, reverse, batch_major):
-    """The state each step started from: `first` `(batch, ...)`, then `states`
-    (per step) but for the last step's; `reset_to` `(batch, ...)` where `resets`."""
-    axis = 1 if batch_major else 0
-    shifted = jax.lax.slice_in_dim(states, 1, None, axis=axis) if reverse else (
-        jax.lax.slice_in_dim(states, 0, -1, axis=axis))
-    pieces = [shifted, jnp.expand_dims(first, axis)]
-    inputs = jnp.concatenate(pieces if reverse else pieces[::-1], axis)
-    return jnp.where(resets[..., None], jnp.expand_dims(reset_to, axis), inputs)
-
-
-def _time_major(batch_major: bool, tree):
-    """`tree` time-major from `batch_major` layout, or back (a swap is its own inverse)."""
-    return time_to_front(tree, time_major=not batch_major)
 
 
 def _tangent_in_jax(w_hh, c0, c_r, gates, cs, lengths, resets, d_z, d_h0, d_c0, d_hr, d_cr, *,
@@ -164,9 +146,10 @@ def _cotangent_in_jax(w_hh, c0, c_r, gates, cs, lengths, resets, g_hs, g_cs, *, 
 def _cotangent_on_kernel(w_hh, c0, c_r, gates, cs, lengths, resets, g_hs, g_cs, *, zero_g_cs,
                          lib, **layout):
     # The kernel overwrites the saved gates with g_z (operand 5 is result 0).
-    return _call(lib, "rnnscan_lstm_backward", _cotangent_shapes(w_hh, c0, c_r, gates, cs),
-                 _panels_transposed(lib, w_hh), c0, cs, g_hs, g_cs, gates, lengths, resets, c_r,
-                 hidden=c0.shape[-1], aliases={5: 0}, has_gcs=np.int32(not zero_g_cs), **layout)
+    return call(lib, "rnnscan_lstm_backward", _cotangent_shapes(w_hh, c0, c_r, gates, cs),
+                panels_transposed(lib, w_hh), c0, cs, g_hs, g_cs, gates, lengths, resets, c_r,
+                hidden=c0.shape[-1], gates=4, aliases={5: 0}, has_gcs=np.int32(not zero_g_cs),
+                **layout)
 
 
 def _tangent_shapes(w_hh, c0, c_r, gates, cs, *others, **layout):
@@ -183,62 +166,20 @@ def _cotangent_shapes(w_hh, c0, c_r, gates, cs, *others, **params):
 _RESIDUALS = 7
 
 
-def _primitive(name, in_jax, shapes, run=None):
-    """A primitive that runs `run` (default `in_jax`) and is differentiated and
-    batched through `in_jax`'s definition."""
-    primitive = Primitive(name)
-    primitive.multiple_results = True
-    run = run or in_jax
-    primitive.def_impl(run)
-    primitive.def_abstract_eval(shapes)
-    # The kernels exist for the CPU alone (`kernel` picks them only there).
-    platform = "cpu" if run is not in_jax else None
-    mlir.register_lowering(primitive, mlir.lower_fun(run, multiple_results=True), platform=platform)
-
-    def jvp(primals, tangents, **params):
-        tangents = tuple(ad.instantiate_zeros(t) for t in tangents)
-        return jax.jvp(functools.partial(in_jax, **params), tuple(primals), tangents)
-
-    def batch(operands, dims, **params):
-        # One problem after another: lax.map keeps the primitive (and its transpose).
-        size = next(x.shape[d] for x, d in zip(operands, dims) if d is not None)
-        operands = [batching.bdim_at_front(x, d, size) for x, d in zip(operands, dims)]
-        outs = jax.lax.map(lambda xs: primitive.bind(*xs, **params), operands)
-        return outs, [0] * len(outs)
-
-    ad.primitive_jvps[primitive] = jvp
-    batching.primitive_batchers[primitive] = batch
-    return primitive
-
-
-def _transpose_tangent(cts, *operands, reverse, batch_major, lib):
-    residuals = operands[:_RESIDUALS]
-    assert not any(ad.is_undefined_primal(r) for r in residuals)
+def _prepare(cts, residuals):
+    """The cotangent kernel's operands: most losses read the hs alone, and a zero
+    cotangent of cs is not written out (a scalar placeholder, `zero_g_cs`)."""
     ct_hs, ct_cs = cts
-    # Most losses read the hs alone: a zero cotangent of cs is not written out.
     zero_g_cs = type(ct_cs) is ad.Zero
     ct_cs = jnp.zeros((), residuals[4].dtype) if zero_g_cs else ct_cs
-    g = cotangent_p.bind(*residuals, ad.instantiate_zeros(ct_hs), ct_cs, zero_g_cs=zero_g_cs,
-                         reverse=reverse, batch_major=batch_major, lib=lib)
-    return [None] * _RESIDUALS + list(g)
-
-
-def _transpose_cotangent(cts, *operands, zero_g_cs, **layout):
-    residuals, linear = operands[:_RESIDUALS], operands[_RESIDUALS:]
-    assert not any(ad.is_undefined_primal(r) for r in residuals)
-    cts = [ad.instantiate_zeros(ct) for ct in cts]
-    d = tangent_p.bind(*residuals, *cts, **layout)
-    return [None] * _RESIDUALS + [t if ad.is_undefined_primal(x) else None
-                                  for t, x in zip(d, linear)]
+    return [ad.instantiate_zeros(ct_hs), ct_cs], dict(zero_g_cs=zero_g_cs)
 
 
 # The tangent map and its transpose, each the other's transpose: reverse mode
 # runs the backward kernel, forward mode the scan.
-tangent_p = _primitive("rnnscan_lstm_tangent", _tangent_in_jax, _tangent_shapes)
-cotangent_p = _primitive("rnnscan_lstm_cotangent", _cotangent_in_jax, _cotangent_shapes,
-                         run=_cotangent_on_kernel)
-ad.primitive_transposes[tangent_p] = _transpose_tangent
-ad.primitive_transposes[cotangent_p] = _transpose_cotangent
+tangent_p, cotangent_p = linear_pair("rnnscan_lstm", _RESIDUALS, _tangent_in_jax,
+                                     _tangent_shapes, _cotangent_in_jax, _cotangent_shapes,
+                                     _cotangent_on_kernel, prepare=_prepare)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(10, 11, 12))
@@ -247,9 +188,9 @@ def _forward_saving(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c_r, rev
     """`(hs, cs, gates)`: the states and each step's gate activations (zero past
     a row's length)."""
     gates = jax.ShapeDtypeStruct(xs.shape[:2] + bias.shape, jnp.float32)
-    return _call(lib, "rnnscan_lstm_forward_saving", _states(xs, h0) * 2 + [gates], xs,
-                 *_panels(lib, w_ih, w_hh), bias, h0, c0, lengths, resets, h_r, c_r,
-                 hidden=h0.shape[-1], reverse=reverse, batch_major=batch_major)
+    return call(lib, "rnnscan_lstm_forward_saving", _states(xs, h0) * 2 + [gates], xs,
+                *panels(lib, 4, w_ih, w_hh), bias, h0, c0, lengths, resets, h_r, c_r,
+                hidden=h0.shape[-1], gates=4, reverse=reverse, batch_major=batch_major)
 
 
 @_forward_saving.defjvp
@@ -282,45 +223,4 @@ def _forward_saving_in_jax(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c
     outs = jax.lax.scan(step, (h0, c0), inputs, reverse=reverse)[1]
     return _time_major(batch_major, outs)
 
-
-def _states(xs, h0):
-    """`[hs]`'s shape: `xs`'s but for its last axis, `h0`'s."""
-    return [jax.ShapeDtypeStruct(xs.shape[:2] + h0.shape[1:], jnp.float32)]
-
-
-def _panels(lib, *kernels):
-    """Each `(K, 4H)` kernel as the forward kernel reads it: `(H/L, K, 4L)` (`L`
-    the variant's lanes), panel `p` holding the columns of units `Lp..Lp+L-1` of
-    the gates i, f, j, o side by side."""
-    return [w.reshape(w.shape[0], 4, -1, lib.lanes).transpose(2, 0, 1, 3).reshape(
-        -1, w.shape[0], 4 * lib.lanes) for w in kernels]
-
-
-def _panels_transposed(lib, w_hh):
-    """`w_hh.T` `(4H, H)` as the backward kernel reads it: `(ceil(H/4L), 4H, 4L)`,
-    panel `p` holding columns `4Lp..4Lp+4L-1` (the last one zero-padded)."""
-    hidden, gates = w_hh.shape
-    width = 4 * lib.lanes
-    panels = -(-hidden // width)
-    w_t = jnp.pad(w_hh.T, ((0, 0), (0, panels * width - hidden)))
-    return w_t.reshape(gates, panels, width).transpose(1, 0, 2)
-
-
-def _call(lib, target: str, results, *operands, hidden: int, reverse: bool, batch_major: bool,
-          aliases=None, **attributes):
-    """Kernel `target` of `hidden` units on `operands`, in `lib`'s variant;
-    `results[0]` is per step."""
-    time, batch = results[0].shape[:2][::-1] if batch_major else results[0].shape[:2]
-    call = jax.ffi.ffi_call(lib.target(target), tuple(results), vmap_method="sequential",
-                            input_output_aliases=aliases)
-    return call(*operands, reverse=np.int32(reverse), batch_major=np.int32(batch_major),
-                threads=np.int32(_threads(time, batch, hidden)), **attributes)
-
-
-def _threads(time: int, batch: int, hidden: int) -> int:
-    """Threads for the kernel, each owning a block of rows for the whole sequence:
-    one per core, but at least 4 rows and 4M multiply-adds apiece (handing a
-    block to another thread costs microseconds)."""
-    macs = time * batch * 4 * hidden * hidden
-    return max(1, min(cpu_cores(), batch // 4, macs // 4_000_000))
 
