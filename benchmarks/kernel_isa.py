@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rnnscan.bench import run  # noqa: E402
+from rnnscan.bench.run import EMULATION as BENCH_EMULATION  # noqa: E402
 
 # (batch, time, input, hidden, padded): padded rows have lengths in [time/2, time].
 ROWS = [(16, 128, 128, 128, False), (32, 128, 256, 256, False), (32, 128, 256, 256, True),
         (64, 256, 512, 512, False)]
 # The native run, and AVX2 emulated as `rnnscan bench --isa avx2` does.
-EMULATION = {"avx512": run.EMULATION["native"], "avx2": run.EMULATION["avx2"]}
+EMULATION = {"avx512": BENCH_EMULATION["native"], "avx2": BENCH_EMULATION["avx2"]}
 RESULTS = Path(__file__).parent / "results"
 
 

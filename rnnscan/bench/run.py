@@ -30,6 +30,9 @@ _PACKAGES = ("rnnscan", "jax", "jaxlib", "torch", "flax", "dm-haiku", "numpy")
 # `--isa avx2` on a better CPU: the environment that holds XLA:CPU, torch
 # (ATen, oneDNN) and rnnscan's kernels to AVX2, so that one machine measures
 # both instruction-set levels. Read at start-up, so the run is a fresh process.
+# Not held: the YNNPACK dot kernels XLA:CPU calls pick their instructions from
+# CPUID (`perf` shows `ynn::dot_fp32_*_avx512` under this emulation), so XLA's
+# large products (the scan's, the kernels' weight gradients) stay AVX-512.
 EMULATION = {
     "native": {},
     "avx2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "RNNSCAN_KERNEL_ISA": "avx2",
