@@ -280,7 +280,7 @@ def test_the_scan_runs_where_the_kernel_cannot(variant, monkeypatch):
     with jax.enable_x64(True):
         as64 = lambda t: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), t)
         assert "float32" in lstm_kernel.why_not(as64(params), as64(h0), as64(xs))
-    assert lstm_kernel.supports(params, h0, xs)
+    assert lstm_kernel.why_not(params, h0, xs) is None
     monkeypatch.setenv("RNNSCAN_NATIVE", "0")
     assert "RNNSCAN_NATIVE=0" in lstm_kernel.why_not(params, h0, xs)
     assert lstm_kernel.sequence(params, h0, xs, force=True) is None
@@ -366,4 +366,4 @@ def test_a_missing_library_warns_once_and_the_scan_runs(variant, monkeypatch):
         assert lstm_kernel.sequence(params, h0, xs, force=True) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not lstm_kernel.supports(params, h0, xs)
+        assert lstm_kernel.why_not(params, h0, xs) is not None

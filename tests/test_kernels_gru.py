@@ -297,7 +297,7 @@ def test_the_scan_runs_where_the_kernel_cannot(variant, monkeypatch):
         rs.unroll(before, before.init(jax.random.key(0)), xs, method="kernel")
     cell, params, xs, h0 = problem(hidden=16)
     assert "multiple of" in gru_kernel.why_not(params, h0[:, :6], xs)
-    assert gru_kernel.supports(params, h0, xs)
+    assert gru_kernel.why_not(params, h0, xs) is None
     monkeypatch.setenv("RNNSCAN_NATIVE", "0")
     assert "RNNSCAN_NATIVE=0" in gru_kernel.why_not(params, h0, xs)
     assert gru_kernel.sequence(params, h0, xs, force=True) is None

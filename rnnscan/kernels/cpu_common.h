@@ -179,6 +179,32 @@ void with_tile_rows(int64_t n, F f) {
   }
 }
 
+// Floats of x @ w_ih a thread keeps for the steps ahead: 1 MiB, half a core's
+// L2 (at `medium`, 512 units, 8 steps ahead ran 3% faster than 2).
+constexpr int64_t kProjectedFloats = int64_t{1} << 18;
+
+// x @ w_ih for a chunk of `steps` steps (step k at time(k); steps at or past
+// `longest` skipped), rows `tiles`, into out(k, r0) (rows kGates * H apart;
+// unit u's kGates * kLanes columns at kGates * u). It runs ahead of the
+// recurrence panel by panel of w_ih, so that w_ih and w_hh take turns in cache
+// per chunk rather than per step.
+template <int kGates, typename Time, typename Out>
+void project_inputs(const float* x, const Sequence& s, int64_t I, const float* w_ih,
+                    const Tiles& tiles, int64_t steps, int64_t longest, Time time, Out out) {
+  for (int64_t u = 0; u < s.H; u += kLanes)
+    for (int64_t k = 0; k < steps; ++k) {
+      if (time(k) >= longest) continue;
+      for (int64_t tile = 0; tile < tiles.count; ++tile) {
+        const int64_t r0 = tiles.start(tile);
+        with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
+          product_tile<R(), kGates>(x + s.at(time(k), r0, I), s.row_stride(I),
+                                    w_ih + u * kGates * I, kGates * kLanes, I,
+                                    out(k, r0) + kGates * u, kGates * s.H);
+        });
+      }
+    }
+}
+
 // Runs body(begin, end) over `blocks` contiguous blocks of the B rows, on XLA's
 // intra-op threads and the caller's. Every thread claims blocks until none is
 // left, and the caller waits only for blocks already running: when the pool is

@@ -48,11 +48,6 @@ def why_not(params, state, xs, *, lengths=None, resets=None, reset_state=None,
     return primitives.why_not("gru_cpu", arrays, xs, state) or primitives.check_lengths(lengths)
 
 
-def supports(params, state, xs, **options) -> bool:
-    """Whether `sequence(..., force=True)` runs the kernel on these operands."""
-    return why_not(params, state, xs, **options) is None
-
-
 def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, reverse=False,
              time_major=False, all_states=False, use_bias=True, force=False):
     """`rs.gru`'s plain float32 `reset_after` cell over a whole sequence in the

@@ -80,9 +80,6 @@ void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const bool
   }
 }
 
-// Floats of x @ w_ih a thread keeps for the steps ahead (as the LSTM's).
-constexpr int64_t kProjectedFloats = int64_t{1} << 18;
-
 void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   const int64_t H = a.s.H, G = 3 * H, S = 4 * H, rows = end - begin, T = a.s.T;
   const Tiles tiles(begin, end);
@@ -103,17 +100,7 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   for (int64_t done = 0; done < T; done += chunk) {
     const int64_t steps = std::min(chunk, T - done);
     auto time = [&](int64_t s) { return a.s.reverse ? T - 1 - (done + s) : done + s; };
-    for (int64_t u = 0; u < H; u += kLanes)
-      for (int64_t s = 0; s < steps; ++s) {
-        if (time(s) >= longest) continue;
-        for (int64_t tile = 0; tile < tiles.count; ++tile) {
-          const int64_t r0 = tiles.start(tile);
-          with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
-            product_tile<R(), 3>(a.x + a.s.at(time(s), r0, a.I), a.s.row_stride(a.I),
-                                 a.w_ih + u * 3 * a.I, 3 * kLanes, a.I, xp_of(s, r0) + 3 * u, G);
-          });
-        }
-      }
+    project_inputs<3>(a.x, a.s, a.I, a.w_ih, tiles, steps, longest, time, xp_of);
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = time(s);
       for (int64_t r = 0; r < rows; ++r) {

@@ -51,11 +51,6 @@ def why_not(params, state, xs, *, lengths=None, resets=None, reset_state=None,
             or primitives.check_lengths(lengths))
 
 
-def supports(params, state, xs, **options) -> bool:
-    """Whether `sequence(..., force=True)` runs the kernel on these operands."""
-    return why_not(params, state, xs, **options) is None
-
-
 def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, reverse=False,
              time_major=False, all_states=False, forget_bias=1.0, use_bias=True, force=False):
     """`rs.lstm`'s plain float32 cell over a whole sequence in the kernel, as

@@ -90,10 +90,6 @@ void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const bool
   }
 }
 
-// Floats of x @ w_ih a thread keeps for the steps ahead: 1 MiB, half a core's
-// L2 here (at `medium`, 512 units, 8 steps ahead ran 3% faster than 2).
-constexpr int64_t kProjectedFloats = int64_t{1} << 18;
-
 void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   const int64_t H = a.s.H, G = 4 * H, rows = end - begin, T = a.s.T;
   const Tiles tiles(begin, end);
@@ -101,9 +97,7 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   // with `reverse` a row is read from its length - 1 down to 0).
   int64_t longest = 0;
   for (int64_t r = begin; r < end; ++r) longest = std::max(longest, a.m.length(r, T));
-  // The input projection runs a chunk of steps ahead of the recurrence, panel
-  // by panel of w_ih, so that w_ih and w_hh take turns in cache per chunk
-  // rather than per step.
+  // The input projection runs a chunk of steps ahead of the recurrence.
   const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, T);
   thread_local std::vector<float> projected, state;  // kept across calls: no fresh pages
   projected.resize(chunk * rows * G);
@@ -119,17 +113,7 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   for (int64_t done = 0; done < T; done += chunk) {
     const int64_t steps = std::min(chunk, T - done);
     auto time = [&](int64_t s) { return a.s.reverse ? T - 1 - (done + s) : done + s; };
-    for (int64_t u = 0; u < H; u += kLanes)
-      for (int64_t s = 0; s < steps; ++s) {
-        if (time(s) >= longest) continue;
-        for (int64_t tile = 0; tile < tiles.count; ++tile) {
-          const int64_t r0 = tiles.start(tile);
-          with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
-            product_tile<R(), 4>(a.x + a.s.at(time(s), r0, a.I), a.s.row_stride(a.I),
-                                 a.w_ih + u * 4 * a.I, 4 * kLanes, a.I, z_of(s, r0) + 4 * u, G);
-          });
-        }
-      }
+    project_inputs<4>(a.x, a.s, a.I, a.w_ih, tiles, steps, longest, time, z_of);
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = time(s);
       for (int64_t r = 0; r < rows; ++r) {
