@@ -209,13 +209,13 @@ def _plain_scan(config: Config, mode: str, dtype: str) -> Program:
 
 
 def _flax(config: Config, mode: str, dtype: str) -> Program:
+    if config.padded and config.layers > 1:
+        raise Unavailable("nn.Sequential passes no seq_lengths to its layers")
     _require("flax")
     import flax.linen as nn
 
     cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[config.cell]
     layers = [nn.RNN(cell(config.hidden, dtype=_compute_dtype(dtype))) for _ in range(config.layers)]
-    if config.padded and config.layers > 1:
-        raise Unavailable("nn.Sequential passes no seq_lengths to its layers")
     model = nn.Sequential(layers) if config.layers > 1 else layers[0]
     x = inputs(config)
     params = model.init(jax.random.PRNGKey(0), x)
@@ -224,11 +224,12 @@ def _flax(config: Config, mode: str, dtype: str) -> Program:
 
 
 def _haiku(config: Config, mode: str, dtype: str) -> Program:
-    _require("haiku")
+    # What haiku cannot run is said whether or not it is installed.
     if config.padded:
         raise Unavailable("hk.dynamic_unroll takes no sequence lengths")
     if dtype != "float32":
         raise Unavailable("haiku's LSTM and GRU have no compute dtype option")
+    _require("haiku")
     import haiku as hk
 
     make = {"lstm": hk.LSTM, "gru": hk.GRU}[config.cell]
