@@ -11,8 +11,8 @@ out=$(mktemp -d)
 for _ in $(seq "$rounds"); do
   for tree in "$before" "$after"; do
     rm -rf "$out/run"
-    # From the tree itself: `python -m` puts the working directory ahead of PYTHONPATH.
-    (cd "$tree" && PYTHONPATH="$tree" python -m rnnscan train --task charlm --steps 300 --log-every 50 \
+    # `python -m` imports rnnscan from the working directory, ahead of any install.
+    (cd "$tree" && python -m rnnscan train --task charlm --steps 300 --log-every 50 \
       --eval-every 1000 --checkpoint-every 1000 --out "$out/run" > /dev/null)
     python - "$tree" "$out/run/metrics.jsonl" <<'PY'
 import json, statistics, sys

@@ -141,6 +141,12 @@ struct Masks {
   const bool* resets;      // per step, (T, B) or (B, T)
   const float *h_r, *c_r;  // (B, H)
   int64_t length(int64_t r, int64_t T) const { return std::clamp<int64_t>(lengths[r], 0, T); }
+  // The longest length of rows [begin, end): steps at or past it only carry states.
+  int64_t longest(int64_t begin, int64_t end, int64_t T) const {
+    int64_t most = 0;
+    for (int64_t r = begin; r < end; ++r) most = std::max(most, length(r, T));
+    return most;
+  }
 };
 
 // out[r, :V vectors] (+)= a[r, :K] @ m[:K, :V vectors] for rows [0, R): the

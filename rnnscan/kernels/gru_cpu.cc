@@ -83,8 +83,7 @@ void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const bool
 void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   const int64_t H = a.s.H, G = 3 * H, S = 4 * H, rows = end - begin, T = a.s.T;
   const Tiles tiles(begin, end);
-  int64_t longest = 0;  // steps at or past every row's length only carry the states
-  for (int64_t r = begin; r < end; ++r) longest = std::max(longest, a.m.length(r, T));
+  const int64_t longest = a.m.longest(begin, end, T);
   const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, T);
   thread_local std::vector<float> projected, state;  // kept across calls: no fresh pages
   projected.resize(chunk * rows * G);

@@ -95,8 +95,7 @@ void forward_rows(const Forward& a, int64_t begin, int64_t end) {
   const Tiles tiles(begin, end);
   // Steps at or past every row's length only carry the states (both ways:
   // with `reverse` a row is read from its length - 1 down to 0).
-  int64_t longest = 0;
-  for (int64_t r = begin; r < end; ++r) longest = std::max(longest, a.m.length(r, T));
+  const int64_t longest = a.m.longest(begin, end, T);
   // The input projection runs a chunk of steps ahead of the recurrence.
   const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, T);
   thread_local std::vector<float> projected, state;  // kept across calls: no fresh pages
