@@ -30,7 +30,7 @@ import importlib
 # that the core (and `rnnscan info`/`bench`) runs without the `train` extra:
 # orbax, tqdm and matplotlib load only with the pieces that need them.
 _WHERE = {
-    "CheckpointError": "checkpoint", "Checkpoints": "checkpoint",
+    "CheckpointError": "checkpoint", "CheckpointSaveError": "checkpoint", "Checkpoints": "checkpoint",
     "NonFiniteLossError": "loop", "fit": "loop",
     "MetricsLog": "metrics", "plot_losses": "metrics",
     "sequence_model": "model", "step_model": "model",
@@ -53,6 +53,7 @@ def __dir__():
 
 __all__ = [
     "CheckpointError",
+    "CheckpointSaveError",
     "Checkpoints",
     "DataParallel",
     "MetricsLog",

@@ -12,30 +12,42 @@ another structure, shape or dtype is refused with a `ValueError` naming the
 differing leaves, and nothing on disk changes. A checkpoint that then fails to
 restore, whose values do not hash to its digest, or whose params are not finite
 is damaged: the one before it is restored and the damaged one (only it) is set
-aside as `directory/<step>.damaged`, with a warning. A run never starts over
-from step 0 by itself: when every checkpoint is damaged, restore raises
-`CheckpointError` unless asked to start over.
+aside as `directory/<step>.damaged`, with a warning. So is a checkpoint whose
+digest disagrees with its own state's shapes (a digest damaged into another
+valid one). A run never starts over from step 0 by itself: when every
+checkpoint is damaged, restore raises `CheckpointError` unless asked to start
+over.
+
+A write that fails (a full disk) raises `CheckpointSaveError`, naming the last
+good checkpoint; orbax's own logs of the failure are kept out of the way.
+`restore_params` reads the params of a run with the same checks, changing
+nothing on disk (`load_run`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import logging
 import os
 import warnings
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
+from rnnscan.train.digest import check_digest, check_finite, check_matches, digest, shapes, why
 from rnnscan.train.state import TrainState
 
 DAMAGED = ".damaged"
-SHOWN = 12  # differing leaves named in a mismatch error
 
 
 class CheckpointError(RuntimeError):
     """No checkpoint of the run restores, and starting over was not asked for."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint could not be written (a full disk, ...); those before it are intact."""
 
 
 class Checkpoints:
@@ -57,10 +69,13 @@ class Checkpoints:
         self.directory = os.path.abspath(directory)
         self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep)
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self._writing = None  # the step being written in the background
+        self._quiet = _OrbaxFailures()  # while open: its writes fail in the background
+        logging.getLogger("absl").addFilter(self._quiet)
 
     def latest_step(self) -> Optional[int]:
         """The step of the latest checkpoint complete on disk (after the one being written, if any)."""
-        self._manager.wait_until_finished()
+        self.wait()
         return self._manager.latest_step()
 
     def save(self, state: TrainState) -> None:
@@ -68,9 +83,17 @@ class Checkpoints:
 
         The state's values are copied to the host before this returns, so it
         may be donated to the next step at once.
+
+        Raises:
+          CheckpointSaveError: this write, or the one before it, failed.
         """
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave(_digest(state)))
-        self._manager.save(int(state.step), args=args)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), digest=ocp.args.JsonSave(digest(state)))
+        self.wait()  # a failure of the write before is that write's, named as such
+        self._writing = int(state.step)
+        try:
+            self._manager.save(self._writing, args=args)
+        except Exception as error:  # orbax raises what the file system or tensorstore raised
+            raise self._save_failed(error) from None
 
     def restore(self, like: TrainState, *, fresh_if_damaged: bool = False) -> TrainState:
         """The latest checkpoint that restores intact, or `like` itself when there is none.
@@ -90,20 +113,29 @@ class Checkpoints:
           CheckpointError: no checkpoint restores and `fresh_if_damaged` is
             false; nothing on disk changes.
         """
-        self._manager.wait_until_finished()
+        self.wait()
         damaged = {}  # step -> why
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 saved = self._manager.restore(step, args=ocp.args.Composite(digest=ocp.args.JsonRestore())).digest
                 specs = {path: (tuple(leaf["shape"]), leaf["dtype"]) for path, leaf in saved.items()}
             except Exception as error:  # orbax raises many types; a digest of another form too
-                damaged[step] = f"its digest does not read: {_why(error)}"
+                damaged[step] = f"its digest does not read: {why(error)}"
                 continue
-            _check_matches(specs, like, f"checkpoint {step} in {self.directory}")
+            try:
+                check_matches(specs, like, f"checkpoint {step} in {self.directory}")
+            except ValueError:
+                # The user's mistake only if the state's own metadata differs from `like` too.
+                state_shapes = _state_shapes(Path(self.directory) / str(step))
+                if state_shapes is not None and state_shapes != shapes(like):
+                    raise
+                damaged[step] = "its digest does not match its state's " + (
+                    "shapes" if state_shapes is not None else "metadata, which does not read")
+                continue
             try:
                 state = self._restore_verified(step, like, saved)
             except Exception as error:  # orbax and tensorstore raise many types
-                damaged[step] = _why(error)
+                damaged[step] = why(error)
                 continue
             self._set_aside(damaged, f"restored checkpoint {step} instead")
             return state
@@ -125,11 +157,26 @@ class Checkpoints:
         return like
 
     def wait(self) -> None:
-        """Blocks until the checkpoint being written is on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until the checkpoint being written is on disk.
+
+        Raises:
+          CheckpointSaveError: that write failed (once; then the run may go on).
+        """
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:  # orbax re-raises what its background write raised
+            raise self._save_failed(error) from None
+        self._writing = None
 
     def close(self) -> None:
-        self._manager.close()
+        """Waits for the write under way (a failure of it is not raised again) and lets go of orbax."""
+        try:
+            self.wait()
+        except CheckpointSaveError:
+            pass  # raised already by the call that got it, or the caller is leaving on another error
+        finally:
+            self._manager.close()
+            logging.getLogger("absl").removeFilter(self._quiet)
 
     def _restore_verified(self, step: int, like: TrainState, saved: dict) -> TrainState:
         target = jax.tree_util.tree_map(
@@ -138,13 +185,18 @@ class Checkpoints:
         state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
         if int(state.step) != step:
             raise ValueError(f"it holds step {int(state.step)}")
-        changed = [path for path, leaf in _digest(state).items() if leaf["sha256"] != saved[path]["sha256"]]
-        if changed:
-            raise ValueError(f"the sha256 of {', '.join(changed)} differs from the one saved")
-        for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
-            if np.issubdtype(leaf.dtype, np.inexact) and not np.isfinite(np.asarray(leaf)).all():
-                raise ValueError(f"params{jax.tree_util.keystr(path)} holds NaN or inf")
+        check_digest(state, saved)
+        check_finite(state.params)
         return state
+
+    def _save_failed(self, error: Exception) -> CheckpointSaveError:
+        """The one-line error of a failed write, naming the last good checkpoint."""
+        step, self._writing = self._writing, None
+        good = max(ocp.utils.checkpoint_steps(self.directory), default=None)  # finalized ones only
+        return CheckpointSaveError(
+            f"checkpoint {step} could not be written to {self.directory} ({_cause(error)}); "
+            + ("no checkpoint was saved before it." if good is None else f"the last good checkpoint is step {good}.")
+        )
 
     def _set_aside(self, damaged: dict, then: str) -> None:
         """Moves each damaged checkpoint to `<step>.damaged` (never over another) and says so."""
@@ -163,45 +215,99 @@ class Checkpoints:
             self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
 
-def _digest(state) -> dict:
-    """`{path: {"shape", "dtype", "sha256"}}` of every leaf of `state`, the sha256 of its bytes."""
-    return {
-        jax.tree_util.keystr(path): {
-            "shape": list(np.shape(leaf)),
-            "dtype": str(leaf.dtype),
-            "sha256": hashlib.sha256(np.ascontiguousarray(np.asarray(leaf)).tobytes()).hexdigest(),
-        }
-        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
-    }
+def restore_params(directory: os.PathLike, like, step: Optional[int] = None) -> tuple[int, Any]:
+    """`(step, params)` of the latest checkpoint in `directory` whose params verify; changes nothing on disk.
 
+    Reads only the `params` of the saved `TrainState` (so the optimizer need
+    not be known), onto the default device, and checks them as `restore` does:
+    against the checkpoint's digest, and for NaN and inf. A damaged checkpoint
+    is passed over with a warning naming the damage (training sets it aside).
 
-def _check_matches(found: dict, like, where: str) -> None:
-    """Raises a `ValueError` naming every leaf whose path, shape or dtype differ between `found` and `like`.
+    Args:
+      directory: a `Checkpoints` directory.
+      like: the params' structure, shapes and dtypes (`jax.eval_shape` of the model's init).
+      step: read this checkpoint, and no other; default the latest that verifies.
 
-    `found` maps each path of the checkpoint to `(shape, dtype name)`.
+    Raises:
+      ValueError: no checkpoint, or none of `step`; params of another
+        structure, shape or dtype than `like` (the differing leaves named).
+      CheckpointError: no checkpoint (or `step`'s) verifies; the damage of each is named.
     """
-    expected = {
-        jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
-        for path, leaf in jax.tree_util.tree_leaves_with_path(like)
-    }
-    differ = [
-        f"{path}: {_spec(found.get(path))} in the checkpoint, {_spec(expected.get(path))} in like"
-        for path in list(found) + [p for p in expected if p not in found]
-        if found.get(path) != expected.get(path)
-    ]
-    if differ:
-        shown = differ[:SHOWN] + ([f"and {len(differ) - SHOWN} more"] if len(differ) > SHOWN else [])
-        raise ValueError(
-            f"like does not match {where}: {'; '.join(shown)}. Nothing on disk was changed; restore "
-            "into a state of the model and optimizer that were saved."
-        )
+    directory = Path(os.path.abspath(directory))  # orbax refuses relative paths
+    steps = ocp.utils.checkpoint_steps(directory) if directory.is_dir() else []  # finalized ones only
+    if not steps:
+        raise ValueError(f"{directory} holds no checkpoint")
+    if step is not None and step not in steps:
+        raise ValueError(f"step must be one of the checkpoints {sorted(steps)}; got {step!r}")
+    expected, damaged = shapes(like), {}
+    for candidate in [step] if step is not None else sorted(steps, reverse=True):
+        found = _state_shapes(directory / str(candidate), "params")
+        if found is not None and found != expected:
+            differ = [f"{k}: {found.get(k, 'none')} there, {expected.get(k, 'none')} in the model"
+                      for k in sorted(set(found) | set(expected)) if found.get(k) != expected.get(k)]
+            raise ValueError(f"checkpoint {candidate} in {directory} does not restore: its params differ "
+                             f"({'; '.join(differ)})")
+        try:
+            if found is None:
+                raise ValueError("its state's metadata does not read")
+            params = _read_params(directory / str(candidate), like)
+        except Exception as error:  # orbax and tensorstore raise many types
+            damaged[candidate] = why(error)
+            continue
+        for bad, reason in damaged.items():
+            warnings.warn(f"checkpoint {bad} in {directory} is damaged ({reason}); loaded checkpoint "
+                          f"{candidate} instead", stacklevel=2)
+        return candidate, params
+    raise CheckpointError(f"no checkpoint in {directory} verifies: "
+                          + "; ".join(f"checkpoint {s} ({reason})" for s, reason in damaged.items()))
 
 
-def _why(error: Exception) -> str:
-    """The first line of an error, cut to a readable length (tensorstore's run to kilobytes)."""
-    text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    return text if len(text) <= 300 else text[:300] + "..."
+def _read_params(step_dir: Path, like) -> Any:
+    """The params of the state in `step_dir`, checked against its digest and for NaN; raises if damaged."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = {"params": jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), like)}
+    with _quiet_orbax(), contextlib.closing(ocp.JsonCheckpointHandler()) as digest_handler, \
+            contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
+        saved = digest_handler.restore(step_dir / "digest")
+        params = handler.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
+            item=target, partial_restore=True, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        ))["params"]
+    check_digest(params, saved, ".params")
+    check_finite(params)
+    return params
 
 
-def _spec(spec: Optional[tuple]) -> str:
-    return "missing" if spec is None else f"{spec[1]}{list(spec[0])}"
+def _state_shapes(step_dir: Path, part: Optional[str] = None) -> Optional[dict]:
+    """`shapes` of the `TrainState` in `step_dir` (of its `part`) by orbax's metadata; None if that does not read."""
+    with _quiet_orbax(), contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
+        try:
+            tree = handler.metadata(step_dir / "state").tree
+            return shapes(tree if part is None else tree[part])
+        except Exception:  # orbax raises many types; damage is named by the read that follows
+            return None
+
+
+def _cause(error: BaseException) -> str:
+    """`why` of the `OSError` in `error`'s chain (what the file system said), else of `error`."""
+    seen = error
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return why(seen if seen is not None else error)
+
+
+class _OrbaxFailures(logging.Filter):
+    """Drops orbax's error logs with tracebacks (hundreds of lines for one full disk):
+    the error that `Checkpoints` raises, or the damage it names, says it in a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.exc_info and "orbax" in record.pathname)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    quiet = _OrbaxFailures()  # its own: removing it leaves those of open `Checkpoints` in place
+    logging.getLogger("absl").addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)

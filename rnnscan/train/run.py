@@ -4,7 +4,8 @@ for use (`load_run`): its model, its trained params and its configuration.
 A run directory (`rnnscan train --out DIR`) holds `run.json` (`"config"`: the
 task, cell, sizes, ...) and orbax checkpoints of the whole `TrainState` in
 `checkpoints/<step>/`. `load_run` reads only the params from a checkpoint, by
-their paths in the saved tree, so the optimizer need not be known.
+their paths in the saved tree, so the optimizer need not be known, and checks
+them against the checkpoint's digest as training does (`restore_params`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
 
 import jax
-import numpy as np
-import orbax.checkpoint as ocp
 
 import rnnscan as rs
 from rnnscan.cell import Cell
 from rnnscan.cells import BY_NAME as CELLS
 from rnnscan.layers import Layer
+from rnnscan.train.checkpoint import restore_params
 from rnnscan.train.model import sequence_model, step_model
 
 if TYPE_CHECKING:
@@ -85,9 +85,15 @@ def load_run(directory: os.PathLike, step: Optional[int] = None) -> Run:
       directory: the run directory, holding `run.json` and `checkpoints/`.
       step: the checkpoint to load; default the latest.
 
-    Raises a `ValueError` naming what is missing or wrong: no such directory,
-    no or unreadable `run.json`, no checkpoint (or not `step`), a checkpoint
-    that does not hold this model's params.
+    A damaged checkpoint (one whose params do not hash to its digest, do not
+    read, or hold NaN) is passed over with a warning, and the one before it
+    loaded; nothing on disk changes.
+
+    Raises:
+      ValueError: naming what is missing or wrong: no such directory, no or
+        unreadable `run.json`, no checkpoint (or not `step`), a checkpoint that
+        does not hold this model's params.
+      CheckpointError: no checkpoint (or `step`'s) verifies; the damage of each is named.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -99,7 +105,7 @@ def load_run(directory: os.PathLike, step: Optional[int] = None) -> Run:
     task = tasks.get(config["task"])
     model, cell = build_model(task, config)
     like = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    step, params = _restore_params(directory / "checkpoints", step, like)
+    step, params = restore_params(directory / "checkpoints", like, step)
     return Run(model, cell, params, step, task, config)
 
 
@@ -120,46 +126,3 @@ def _read_config(directory: Path) -> dict:
         raise ValueError(f"{path} must give a task name and positive ints hidden and layers; got "
                          f"{', '.join(bad) or 'task=' + repr(config['task'])}")
     return config
-
-
-def _restore_params(checkpoints: Path, step: Optional[int], like) -> tuple[int, Any]:
-    """`(step, params)` from `checkpoints/<step>/`, read into the structure of `like`."""
-    steps = ocp.utils.checkpoint_steps(checkpoints)  # finalized ones only
-    if not steps:
-        raise ValueError(f"{checkpoints} holds no checkpoint")
-    if step is None:
-        step = max(steps)
-    elif step not in steps:
-        raise ValueError(f"step must be one of the checkpoints {sorted(steps)}; got {step!r}")
-    # `Checkpoints` saves the TrainState as the item "state" (beside its
-    # "digest"); only its `params` subtree is read (`partial_restore`).
-    path = checkpoints / str(step) / "state"
-    handler = ocp.PyTreeCheckpointHandler()
-    try:
-        saved = handler.metadata(path).tree.get("params")
-        # Checked before reading: a failed read leaves orbax's reads pending.
-        saved, expected = _shapes(saved), _shapes(like)
-        if saved != expected:
-            differ = [f"{k}: {saved.get(k, 'none')} there, {expected.get(k, 'none')} in the model of run.json"
-                      for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k)]
-            raise ValueError(f"its params differ ({'; '.join(differ)})")
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = {"params": jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), like)}
-        restored = handler.restore(path, args=ocp.args.PyTreeRestore(
-            item=target, partial_restore=True,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
-    except Exception as error:  # orbax and tensorstore raise many types
-        raise ValueError(f"checkpoint {step} in {checkpoints} does not restore: {error}") from None
-    finally:
-        handler.close()
-    return step, restored["params"]
-
-
-def _shapes(tree) -> dict:
-    """`{"core/0/w_ih": "float32[77, 64]", ...}`: leaves by path (tuples and lists alike)."""
-    name = lambda k: str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
-    return {
-        "/".join(name(k) for k in path): f"{np.dtype(leaf.dtype).name}{list(leaf.shape)}"
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-    }
