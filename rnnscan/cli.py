@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -68,8 +70,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Trains a recurrent model on a task; resumes the run in --out if there is one.
 
-    Ctrl-C saves a checkpoint of the step under way and prints the command that
-    resumes (exit status 130).
+    Ctrl-C, SIGTERM or SIGHUP saves a checkpoint of the step under way and
+    prints the command that resumes (exit status 128 + the signal: 130, 143,
+    129); a second one stops at once. A checkpoint that cannot be written (a
+    full disk) stops the run with one line naming the last good checkpoint.
     """
     task = tasks.get(args.task)
     config = {key: value for key, value in vars(args).items() if key not in ("command", "run")}
@@ -88,24 +92,35 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--task {task.name}: {error}") from None
 
     try:
-        with rundir.locked(out):
+        with rundir.locked(out), train.held_signals(on_second=lambda signum: stop_at_once(signum, config)):
             rundir.check_resumable(out, config)
             checkpoints = train.Checkpoints(rundir.checkpoints_dir(out))
             try:
                 return train_run(task, config, parallel, eval_batches, checkpoints)
-            except KeyboardInterrupt:
+            except train.Interrupted as error:
                 step = checkpoints.latest_step()
                 held = f"checkpoint {step} is saved" if step is not None else "no checkpoint was saved"
-                print(f"rnnscan train: interrupted; {held} in {checkpoints.directory}; resume with: "
-                      f"{rundir.resume_command(config)}", file=sys.stderr)
-                return 130
-            except train.NonFiniteLossError as error:
+                print(f"rnnscan train: interrupted ({signal.Signals(error.signum).name}); {held} in "
+                      f"{checkpoints.directory}; resume with: {rundir.resume_command(config)}", file=sys.stderr)
+                return 128 + error.signum
+            except (train.NonFiniteLossError, train.CheckpointSaveError) as error:
                 print(f"rnnscan train: error: {error}", file=sys.stderr)
                 return 1
             finally:
                 checkpoints.close()
     except rundir.RunDirError as error:
         raise UsageError(f"--out {error}") from None
+
+
+def stop_at_once(signum: int, config: dict) -> None:
+    """A second signal: says which checkpoint is complete on disk (a write under way is
+    cut off, as by a kill, and never counts) and exits with status 128 + signum, now."""
+    directory = rundir.checkpoints_dir(config["out"])
+    steps = [int(p.name) for p in directory.glob("*") if p.name.isdigit()]  # orbax renames a whole one into place
+    held = f"checkpoint {max(steps)} is the latest saved" if steps else "no checkpoint is saved"
+    print(f"rnnscan train: interrupted again ({signal.Signals(signum).name}), stopped at once; {held} in "
+          f"{directory}; resume with: {rundir.resume_command(config)}", file=sys.stderr, flush=True)
+    os._exit(128 + signum)  # as a kill would: no wait for orbax's threads, which resume never needs
 
 
 def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval_batches: list,
@@ -129,6 +144,20 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
         print(f"rnnscan train: error: {error}", file=sys.stderr)
         return 1
     start = int(state.step)
+    recorded, _ = train.read_records(out / rundir.METRICS)
+    # Records past the first checkpoint and no checkpoint: they were deleted, and starting
+    # over would erase the run's history. (A run killed before its first checkpoint
+    # restarts: its records come again, the same.)
+    if not start and recorded and recorded[-1]["step"] > config["checkpoint_every"]:
+        if not config["restart_if_damaged"]:
+            print(f"rnnscan train: error: {out / rundir.METRICS} records the run up to step "
+                  f"{recorded[-1]['step']}, but {checkpoints.directory} holds no checkpoint (deleted?). "
+                  "Refusing to start the run over from step 0; nothing was changed. (Pass "
+                  "--restart-if-damaged to start over; the metrics are kept beside.)", file=sys.stderr)
+            return 1
+        kept = train.set_aside(out / rundir.METRICS, ".before-restart")
+        warnings.warn(f"{out} holds no checkpoint: starting over from step 0 as --restart-if-damaged asks; "
+                      f"its metrics up to step {recorded[-1]['step']} are kept in {kept}", stacklevel=2)
     rundir.write_run_json(out, config, parallel.num_devices)
     metrics = train.MetricsLog(out / rundir.METRICS, resume_step=start)
     if start >= config["steps"]:
@@ -186,6 +215,9 @@ def run_sample(args: argparse.Namespace) -> int:
         run = train.load_run(args.run_dir, step=args.step)
     except ValueError as error:
         raise UsageError(f"--run {args.run_dir}: {error}") from None
+    except train.CheckpointError as error:  # damage, not a usage error
+        print(f"rnnscan sample: error: --run {args.run_dir}: {error}", file=sys.stderr)
+        return 1
     if run.task.name != "charlm":
         raise UsageError(f"--run {args.run_dir}: a {run.task.name} run; rnnscan sample needs a charlm run")
     if not args.prompt:

@@ -27,8 +27,10 @@ nothing on disk (`load_run`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -115,36 +117,37 @@ class Checkpoints:
         """
         self.wait()
         damaged = {}  # step -> why
-        for step in sorted(self._manager.all_steps(), reverse=True):
-            try:
-                saved = self._manager.restore(step, args=ocp.args.Composite(digest=ocp.args.JsonRestore())).digest
-                specs = {path: (tuple(leaf["shape"]), leaf["dtype"]) for path, leaf in saved.items()}
-            except Exception as error:  # orbax raises many types; a digest of another form too
-                damaged[step] = f"its digest does not read: {why(error)}"
-                continue
-            try:
-                check_matches(specs, like, f"checkpoint {step} in {self.directory}")
-            except ValueError:
-                # The user's mistake only if the state's own metadata differs from `like` too.
-                state_shapes = _state_shapes(Path(self.directory) / str(step))
-                if state_shapes is not None and state_shapes != shapes(like):
-                    raise
-                damaged[step] = "its digest does not match its state's " + (
-                    "shapes" if state_shapes is not None else "metadata, which does not read")
-                continue
-            try:
-                state = self._restore_verified(step, like, saved)
-            except Exception as error:  # orbax and tensorstore raise many types
-                damaged[step] = why(error)
-                continue
-            self._set_aside(damaged, f"restored checkpoint {step} instead")
-            return state
+        with _quiet_orbax():
+            for step in sorted(self._manager.all_steps(), reverse=True):
+                try:
+                    saved = self._manager.restore(step, args=ocp.args.Composite(digest=ocp.args.JsonRestore())).digest
+                    specs = {path: (tuple(leaf["shape"]), leaf["dtype"]) for path, leaf in saved.items()}
+                except Exception as error:  # orbax raises many types; a digest of another form too
+                    damaged[step] = f"its digest does not read: {why(error)}"
+                    continue
+                try:
+                    check_matches(specs, like, f"checkpoint {step} in {self.directory}")
+                except ValueError:
+                    # The user's mistake only if the state's own metadata differs from `like` too.
+                    state_shapes = _state_shapes(Path(self.directory) / str(step))
+                    if state_shapes is not None and state_shapes != shapes(like):
+                        raise
+                    damaged[step] = "its digest does not match its state's " + (
+                        "shapes" if state_shapes is not None else "metadata, which does not read")
+                    continue
+                try:
+                    state = self._restore_verified(step, like, saved)
+                except Exception as error:  # orbax and tensorstore raise many types
+                    damaged[step] = why(error)
+                    continue
+                self._set_aside(damaged, f"restored checkpoint {step} instead")
+                return state
 
         set_aside = sorted(name for name in os.listdir(self.directory) if DAMAGED in name)
         if not (damaged or set_aside):
             return like
         if not fresh_if_damaged:
-            found = [f"checkpoint {step} ({why})" for step, why in damaged.items()]
+            found = [f"checkpoint {step} ({reason})" for step, reason in damaged.items()]
             found += [f"{name}, set aside before" for name in set_aside]
             raise CheckpointError(
                 f"no checkpoint in {self.directory} restores: {'; '.join(found)}. Refusing to start the "
@@ -305,9 +308,27 @@ class _OrbaxFailures(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_orbax():
+    """Reads that may fail: their damage is named by the caller, so orbax's logs of it
+    are dropped, and so are the reads a failed one leaves pending. Those are collected
+    here: left to the exit, they print tracebacks ("Event loop is closed")."""
     quiet = _OrbaxFailures()  # its own: removing it leaves those of open `Checkpoints` in place
     logging.getLogger("absl").addFilter(quiet)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None if _from_orbax(unraisable) else hook(unraisable)
     try:
         yield
     finally:
+        gc.collect()
+        sys.unraisablehook = hook
         logging.getLogger("absl").removeFilter(quiet)
+
+
+def _from_orbax(unraisable) -> bool:
+    """Whether an exception raised where Python cannot raise it (`sys.unraisablehook`) comes from orbax."""
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "orbax" in code.co_filename:
+        return True
+    tb = unraisable.exc_traceback
+    while tb is not None and "orbax" not in tb.tb_frame.f_code.co_filename:
+        tb = tb.tb_next
+    return tb is not None

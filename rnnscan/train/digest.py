@@ -37,8 +37,11 @@ def check_digest(tree, saved: dict, prefix: str = "") -> None:
     missing = [path for path in found if not isinstance(saved.get(path), dict)]
     if missing:
         raise ValueError(f"its digest has no {', '.join(missing[:SHOWN])}")
-    changed = [path for path, leaf in found.items()
-               if [saved[path].get(key) for key in ("shape", "dtype", "sha256")] != list(leaf.values())]
+    reshaped = [path for path, leaf in found.items()
+                if [saved[path].get("shape"), saved[path].get("dtype")] != [leaf["shape"], leaf["dtype"]]]
+    if reshaped:
+        raise ValueError(f"its digest gives {', '.join(reshaped[:SHOWN])} another shape or dtype")
+    changed = [path for path, leaf in found.items() if saved[path].get("sha256") != leaf["sha256"]]
     if changed:
         raise ValueError(f"the sha256 of {', '.join(changed[:SHOWN])} differs from the one saved")
 
@@ -84,7 +87,8 @@ def check_matches(found: dict, like, where: str) -> None:
 
 def why(error: BaseException) -> str:
     """The first line of an error, cut to a readable length (tensorstore's run to kilobytes)."""
-    text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    first = str(error).splitlines()[0].split(" See full TensorStore details")[0] if str(error) else ""
+    text = f"{type(error).__name__}: {first}"
     return text if len(text) <= 300 else text[:300] + "..."
 
 

@@ -18,8 +18,24 @@ from rnnscan.train.state import TrainState
 from rnnscan.validation import check_callable, check_positive_int
 
 
+# Each signal that stops a run after the step under way (a scheduler sends
+# SIGTERM before it kills a job, a closed terminal SIGHUP), and its handler
+# when nothing else took it.
+STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                signal.SIGHUP: signal.SIG_DFL}
+_held = []  # `received` of the `held_signals` entered, innermost last
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss, the gradients or the params became NaN or inf; no checkpoint was written after the last good step."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped on SIGINT, SIGTERM or SIGHUP; `signum` is the signal (exit status `128 + signum`)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 def fit(
@@ -63,11 +79,11 @@ def fit(
 
     The record of a step is logged before its checkpoint is saved: a run killed
     in between resumes from the checkpoint before and logs that step again, so
-    a log cut back to the restored step (`MetricsLog`) loses no record. Ctrl-C
-    (SIGINT, in the main thread) stops at the end of the step under way, saves
-    its checkpoint (with `checkpoints`) and raises `KeyboardInterrupt`; a second
-    Ctrl-C interrupts at once. Pending checkpoint writes are on disk before
-    `fit` returns or raises.
+    a log cut back to the restored step (`MetricsLog`) loses no record. Ctrl-C,
+    SIGTERM or SIGHUP (`held_signals`) stops at the end of the step under way,
+    saves its checkpoint (with `checkpoints`) and raises `Interrupted`; a second
+    one interrupts at once. Pending checkpoint writes are on disk before `fit`
+    returns or raises.
 
     Returns:
       The state after `steps` updates.
@@ -77,7 +93,8 @@ def fit(
         NaN or inf. Every step is checked, on the device; the check is read at
         each record and before each checkpoint, so no non-finite state is ever
         saved, and the last good checkpoint it names is complete on disk.
-      KeyboardInterrupt: on Ctrl-C, after the checkpoint of the last step.
+      Interrupted: (a `KeyboardInterrupt`) on SIGINT, SIGTERM or SIGHUP,
+        after the checkpoint of the last step.
     """
     if not isinstance(state, TrainState):
         raise TypeError(f"state must be a TrainState (train.init_state(...)); got {type(state).__name__}")
@@ -102,14 +119,14 @@ def fit(
 
     all_finite = jnp.array(True)  # on the device: no sync per step
     last_checked, last_logged, last_time = start, start, time.perf_counter()
-    with _held_interrupt() as interrupted:
+    with held_signals() as received:
         try:
             for step in range(start + 1, steps + 1):
                 state, metrics = train_step(state, parallel.shard(batches(step - 1)))
                 all_finite = all_finite & metrics["finite"]
                 bar.update()
 
-                stop, last = interrupted(), step == steps
+                stop, last = received(), step == steps
                 evaluate = eval_step is not None and (last or (eval_every and step % eval_every == 0))
                 save = checkpoints is not None and (
                     stop or last or (checkpoint_every and step % checkpoint_every == 0))
@@ -135,7 +152,7 @@ def fit(
                 if save:
                     checkpoints.save(state)
                 if stop:
-                    raise KeyboardInterrupt(f"fit: interrupted after step {step}")
+                    raise Interrupted(f"fit: interrupted after step {step}, by {signal.Signals(stop).name}", stop)
         finally:
             bar.close()
             if checkpoints is not None:
@@ -144,27 +161,40 @@ def fit(
 
 
 @contextlib.contextmanager
-def _held_interrupt():
-    """Yields `interrupted()`, true once a Ctrl-C came; that first SIGINT raises nothing.
+def held_signals(on_second: Optional[Callable[[int], None]] = None):
+    """Holds SIGINT, SIGTERM and SIGHUP meanwhile; yields `received()`, the first that came (or None).
 
-    Only in the main thread over Python's own handler (a program's own handler
-    is left alone); a second SIGINT raises `KeyboardInterrupt` at once.
+    The first raises nothing: the caller stops where it is safe to. A second
+    calls `on_second(signum)` if given, then raises `Interrupted` at once.
+    Only in the main thread, and only a signal whose handler is Python's default
+    (a program's own handler is left alone). Nested, the outer one holds
+    (`rnnscan train` holds them from locking its run to closing it; `fit` inside).
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield lambda: False
+    if _held:
+        yield _held[-1]
         return
     came = []
 
     def hold(signum, frame):
-        came.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not came:
+            came.append(signum)
+            return
+        if on_second is not None:
+            on_second(signum)
+        raise Interrupted(f"interrupted again, by {signal.Signals(signum).name}", signum)
 
-    signal.signal(signal.SIGINT, hold)
+    held = []
+    if threading.current_thread() is threading.main_thread():
+        held = [(s, default) for s, default in STOP_SIGNALS.items() if signal.getsignal(s) is default]
+    for signum, _ in held:
+        signal.signal(signum, hold)
+    _held.append(lambda: came[0] if came else None)
     try:
-        yield lambda: bool(came)
+        yield _held[-1]
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _held.pop()
+        for signum, default in held:
+            signal.signal(signum, default)
 
 
 def _check_finite(all_finite, last_checked: int, step: int, checkpoints: Optional[Checkpoints]) -> None:
