@@ -117,7 +117,7 @@ def stop_at_once(signum: int, config: dict) -> None:
     cut off, as by a kill, and never counts) and exits with status 128 + signum, now."""
     directory = rundir.checkpoints_dir(config["out"])
     steps = [int(p.name) for p in directory.glob("*") if p.name.isdigit()]  # orbax renames a whole one into place
-    held = f"checkpoint {max(steps)} is the latest saved" if steps else "no checkpoint is saved"
+    held = f"checkpoint {max(steps)} is saved" if steps else "no checkpoint is saved"
     print(f"rnnscan train: interrupted again ({signal.Signals(signum).name}), stopped at once; {held} in "
           f"{directory}; resume with: {rundir.resume_command(config)}", file=sys.stderr, flush=True)
     os._exit(128 + signum)  # as a kill would: no wait for orbax's threads, which resume never needs
@@ -270,5 +270,7 @@ def main(argv=None) -> int:
         args.argv = argv[1:]  # `--isa` restarts the benchmark with them
     try:
         return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C outside `rnnscan train`'s run, or a second one after its last line
+        return 130
     except UsageError as error:
         subparsers.choices[args.command].error(str(error))

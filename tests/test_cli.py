@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -215,28 +216,84 @@ def test_sigkill_between_checkpoint_and_record_loses_and_repeats_no_record(strai
     assert curve(out) == straight
 
 
-def test_ctrl_c_saves_the_step_prints_one_line_to_resume_and_exits_130(straight, tmp_path, jax_cache):
-    out = tmp_path / "run"
+def wait_at_step_17(out: Path, jax_cache: Path, tmp_path: Path) -> subprocess.Popen:
+    """`rnnscan train` in a subprocess, once it waits at step 17's record for the test's signals."""
     ready = tmp_path / "at-step-17"
-    script = AT_STEP_8.replace("== 8", "== 17").format(  # waits at step 17's record for the test's SIGINT
+    script = AT_STEP_8.replace("== 8", "== 17").format(
         cls="MetricsLog", method="write", then=f"open({str(ready)!r}, 'w').close(); signal.pause()")
     process = subprocess.Popen([sys.executable, "-c", script, *INTERRUPTIBLE, "--out", str(out)],
                                env=subprocess_env(jax_cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_sigterm_and_sighup_save_the_step_print_one_line_to_resume_and_exit_128_plus_signum(
+        straight, tmp_path, jax_cache, signum):
+    out = tmp_path / "run"
+    process = wait_at_step_17(out, jax_cache, tmp_path)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    assert process.returncode == 128 + signum, err  # 130, 143, 129
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    # The SIGINT came after step 17 read the flag, during its record: fit stops after step 18.
-    assert err.startswith(f"rnnscan train: interrupted; checkpoint 18 is saved in {out / 'checkpoints'}; resume with: ")
+    # The signal came after step 17 read the flag, during its record: fit stops after step 18.
+    assert err.startswith(f"rnnscan train: interrupted ({signum.name}); checkpoint 18 is saved in "
+                          f"{out / 'checkpoints'}; resume with: ")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["12", "16", "18"]
     assert [r["step"] for r in records(out)] == list(range(1, 19))
 
     command = shlex.split(err.split("resume with: ", 1)[1])
     assert command[:2] == ["rnnscan", "train"] and "--restart-if-damaged" not in command
     assert main(command[1:]) == 0
+    assert curve(out) == straight
+
+
+@pytest.mark.parametrize("apart", [0.01, 0.05])
+def test_a_second_signal_stops_at_once_and_says_which_checkpoint_is_saved(straight, tmp_path, jax_cache, apart):
+    out = tmp_path / "run"
+    process = wait_at_step_17(out, jax_cache, tmp_path)
+    process.send_signal(signal.SIGINT)
+    time.sleep(apart)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    # Stopped at once, or (the second signal late) after the first one's line: either way true.
+    said = re.fullmatch(r"rnnscan train: interrupted (again \(SIGINT\), stopped at once|\(SIGINT\)); checkpoint "
+                        r"(\d+) is saved in (.*); resume with: (.*)\n", err)
+    assert said and said[3] == str(out / "checkpoints"), err
+    assert apart > 0.01 or said[1].startswith("again"), err  # 10 ms: step 18 and its checkpoint take longer
+    assert (out / "checkpoints" / said[2] / "commit_success.txt").is_file()  # on disk, whole
+    assert main(shlex.split(said[4])[1:]) == 0
+    assert curve(out) == straight
+
+
+FULL_DISK_AT_STEP_8 = """
+import errno, os, sys
+from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+original = handler.JsonCheckpointHandler._save_fn
+async def full(self, item, directory):
+    if "/8.orbax-checkpoint-tmp" in str(directory):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory / "metadata"))
+    return await original(self, item, directory)
+handler.JsonCheckpointHandler._save_fn = full
+from rnnscan import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_ends_in_one_line_naming_the_last_good_checkpoint_and_resume_is_exact(straight, tmp_path,
+                                                                                       jax_cache):
+    out = tmp_path / "run"
+    full = subprocess.run([sys.executable, "-c", FULL_DISK_AT_STEP_8, *INTERRUPTIBLE, "--out", str(out)],
+                          env=subprocess_env(jax_cache), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 1
+    assert full.stderr == (f"rnnscan train: error: checkpoint 8 could not be written to {out / 'checkpoints'} "
+                           f"(OSError: [Errno 28] No space left on device: '{out / 'checkpoints'}/8.orbax-checkpoint-"
+                           "tmp/digest.orbax-checkpoint-tmp/metadata'); the last good checkpoint is step 4.\n")
+    assert main(INTERRUPTIBLE + ["--out", str(out)]) == 0
     assert curve(out) == straight
 
 
@@ -283,10 +340,13 @@ def test_every_checkpoint_damaged_is_refused_unless_restart_if_damaged(monkeypat
     no_training(monkeypatch)
     with pytest.warns(UserWarning) as warned:
         assert main(argv + ["--restart-if-damaged"]) == 0
-    assert len(warned) == 4 and "STARTING THE RUN OVER FROM STEP 0" in str(warned[-1].message)
+    assert len(warned) == 5 and "STARTING THE RUN OVER FROM STEP 0" in str(warned[-2].message)
+    assert "its metrics up to step 6 are kept in" in str(warned[-1].message)
     assert "resuming" not in capsys.readouterr().out
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2.damaged", "4.damaged", "6.damaged"]
-    assert records(out) == []  # from step 0 again, as asked
+    assert records(out) == []  # from step 0 again, as asked; the run's history kept beside
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl.before-restart").read_text().splitlines()] \
+        == list(range(1, 7))
 
 
 def test_clip_norm_is_a_flag_with_its_default_in_help(monkeypatch, tmp_path, capsys):
