@@ -32,10 +32,10 @@ class Layer(NamedTuple):
     Attributes:
       init: `init(key) -> params`, a pytree of arrays.
       apply: `apply(params, xs, *, lengths=None, resets=None, mask=None,
-        initial_state=None, key=None) -> (ys, final_state)`. `xs` is `(batch,
-        time, features)` (`(time, batch, features)` for a layer built with
-        `time_major=True`); `lengths` int `(batch,)`, `resets` and `mask` bool
-        `(batch, time)` as in `rnnscan.unroll`: `ys` is zero on the steps that do
+        initial_state=None, key=None) -> (ys, final_state)`. `xs` is `(*batch,
+        time, features)` (`(time, *batch, features)` for a layer built with
+        `time_major=True`); `lengths` int `(*batch,)`, `resets` and `mask` bool
+        `(*batch, time)`, states `(*batch, size)` as in `rnnscan.unroll`: `ys` is zero on the steps that do
         not run (past each row's length, where `mask` is false) and
         `final_state` is the state after the last step that ran. `key` (a `jax.random` key) turns
         dropout on; without it there is none (evaluation).

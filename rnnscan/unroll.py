@@ -149,7 +149,7 @@ def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None,
                 time_major=False):
     """TF1's `tf.nn.dynamic_rnn` under its own names: `unroll` with `lengths=sequence_length`.
 
-    Returns `(outputs, state)`: outputs `(batch, time, output_size)` (time-major
+    Returns `(outputs, state)`: outputs `(*batch, time, output_size)` (time-major
     with `time_major`), zero past each row's `sequence_length`, and the state after
     each row's last valid step.
     """
