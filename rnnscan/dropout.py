@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnscan.cell import Cell, same_for_same_arguments, split_step
-from rnnscan.unroll import initial_state_of
+from rnnscan.cell import Cell, initial_state_of, same_for_same_arguments, split_step
 from rnnscan.validation import check_cell_params, check_xs
 
 

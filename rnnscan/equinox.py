@@ -27,8 +27,8 @@ class RNN(eqx.Module):
 
     Call: `(xs, *, lengths=None, resets=None, initial_state=None, key=None) ->
     (ys, final_state)` with the shapes and semantics of `rs.unroll` (a Cell) or
-    `Layer.apply` (a Layer): `xs` `(batch, time, features)`, `lengths` int
-    `(batch,)`, `resets` bool `(batch, time)`; `key` turns a Layer's dropout on.
+    `Layer.apply` (a Layer): `xs` `(*batch, time, features)`, `lengths` int
+    `(*batch,)`, `resets` bool `(*batch, time)`; `key` turns a Layer's dropout on.
     """
 
     params: Any

@@ -33,8 +33,8 @@ class RNN(nn.Module):
 
     Call: `(xs, *, lengths=None, resets=None, initial_state=None, key=None) ->
     (ys, final_state)` with the shapes and semantics of `rs.unroll` (a Cell) or
-    `Layer.apply` (a Layer): `xs` `(batch, time, features)`, `lengths` int
-    `(batch,)`, `resets` bool `(batch, time)`; `key` (e.g.
+    `Layer.apply` (a Layer): `xs` `(*batch, time, features)`, `lengths` int
+    `(*batch,)`, `resets` bool `(*batch, time)`; `key` (e.g.
     `self.make_rng("dropout")`) turns a Layer's dropout on.
     """
 

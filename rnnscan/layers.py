@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnscan import masks, tree
+from rnnscan import batch, masks, tree
 from rnnscan.dropout import Masks, check_rate, check_zoneout, keep_mask, regularized, variational
 from rnnscan.cell import Cell, Params, PRNGKey, as_cell, same_for_same_arguments
 from rnnscan.unroll import METHODS
@@ -32,10 +32,10 @@ class Layer(NamedTuple):
     Attributes:
       init: `init(key) -> params`, a pytree of arrays.
       apply: `apply(params, xs, *, lengths=None, resets=None, mask=None,
-        initial_state=None, key=None) -> (ys, final_state)`. `xs` is `(batch,
-        time, features)` (`(time, batch, features)` for a layer built with
-        `time_major=True`); `lengths` int `(batch,)`, `resets` and `mask` bool
-        `(batch, time)` as in `rnnscan.unroll`: `ys` is zero on the steps that do
+        initial_state=None, key=None) -> (ys, final_state)`. `xs` is `(*batch,
+        time, features)` (`(time, *batch, features)` for a layer built with
+        `time_major=True`); `lengths` int `(*batch,)`, `resets` and `mask` bool
+        `(*batch, time)`, states `(*batch, size)` as in `rnnscan.unroll`: `ys` is zero on the steps that do
         not run (past each row's length, where `mask` is false) and
         `final_state` is the state after the last step that ran. `key` (a `jax.random` key) turns
         dropout on; without it there is none (evaluation).
@@ -132,7 +132,7 @@ def layer(
         return run(*regularized(cell, dropped, rates, zone, params, xs, initial_state,
                                 time_major, key))
 
-    return Layer(init, apply)
+    return Layer(init, batch.batched(apply, time_major))
 
 
 @same_for_same_arguments
@@ -197,7 +197,7 @@ def bidirectional(cell_fw, cell_bw, *, merge="concat", time_major: bool = False,
                              f"directions; the forward gives {shapes[0]}, the backward {shapes[1]}")
         return merge_fn(ys_fw, ys_bw), (final_fw, final_bw)
 
-    return Layer(init, apply)
+    return Layer(init, batch.batched(apply, time_major))
 
 
 @same_for_same_arguments
@@ -282,7 +282,7 @@ def stack(
             finals.append(final)
         return xs, tuple(finals)
 
-    return Layer(init, apply)
+    return Layer(init, batch.batched(apply, time_major))
 
 
 _MERGES = {

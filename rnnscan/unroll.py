@@ -12,14 +12,15 @@ and shape. See docs/ARCHITECTURE.md for the path of a call.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
 from rnnscan import associative, chunked, masks, newton, scan, tree, tuning
-from rnnscan.cell import as_cell, split_step
+from rnnscan.batch import Names, over_batch
+from rnnscan.cell import as_cell, initial_state_of, split_step
 from rnnscan.newton_options import Newton, newton_options
 from rnnscan.plan import Operands, Plan
 from rnnscan.validation import (
@@ -33,14 +34,7 @@ _RUN = {"scan": scan.run, "chunked": chunked.run, "associative": associative.run
         "newton": newton.run}
 
 
-class _ArgNames(NamedTuple):
-    xs: str = "xs"
-    lengths: str = "lengths"
-    resets: str = "resets"
-    mask: str = "mask"
-
-
-_TF_NAMES = _ArgNames("inputs", "sequence_length")
+_TF_NAMES = Names("inputs", "sequence_length")
 
 
 def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, reset_state=None,
@@ -53,8 +47,12 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
       cell: a `Cell`, or a bare function `(params, h, x) -> (h, y)` (then
         `initial_state` is required).
       params: the cell's params pytree.
-      xs: `(batch, time, ...)`, or `(time, batch, ...)` with `time_major`; an
-        array or a pytree of arrays that share batch and time.
+      xs: `(*batch, time, features)`, or `(time, *batch, features)` with
+        `time_major`, a floating array with any number (at least one) of
+        leading batch axes; or a pytree of arrays `(*batch, time, ...)` (its
+        batch axes: `rnnscan.validation.sequence_axes`). The shapes below are
+        for `(batch, time)`; with several batch axes, `*batch` goes in place
+        of `batch` everywhere, in the arguments and the results.
       initial_state: the state before the first step, leaves `(batch, size)`;
         default `cell.initial_state(params, (batch,))` (zeros).
       lengths: int `(batch,)` in `[0, time]`. For `t >= lengths[b]` the state of
@@ -64,9 +62,8 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
         true, the state is set to `reset_state` before reading that step (an
         episode boundary: haiku's `ResetCore`).
       reset_state: the state a reset goes back to, leaves `(batch, size)`;
-        default a fresh state, `cell.initial_state(params, (batch,))` (zeros
-        for a bare step function), whatever `initial_state` is: that one is
-        only the state before step 0 (carried over from the previous rollout).
+        default a fresh state (the cell's zeros), whatever `initial_state` is:
+        that one is only the state before step 0 (from the previous rollout).
       mask: bool `(batch, time)` (`(time, batch)` with `time_major`), holes
         allowed: a false step is skipped, as a step past the length is (the
         state carried through unchanged, a reset on it included; output zero).
@@ -101,8 +98,8 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
 
     Returns:
       `(ys, final_state)`, or `(ys, final_state, states)` with
-      `return_all_states`; `ys` and `states` are stacked along the time axis in
-      the layout of `xs`.
+      `return_all_states`: `ys` `(batch, time, out)` and `states` (leaves
+      `(batch, time, size)`) in the layout of `xs`, `final_state` `(batch, size)`.
 
     Raises:
       TypeError, ValueError: at trace time, for inputs of the wrong structure,
@@ -112,7 +109,7 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
     """
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method=method)
-    return _run(_ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
+    return _run(Names(), cell, params, xs, initial_state, lengths, resets, reset_state,
                 options, mask)
 
 
@@ -144,7 +141,7 @@ def truncated_unroll(cell, params, xs, chunk_size: int, *, initial_state=None, l
         )
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method="scan", truncate=chunk_size)
-    return _run(_ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
+    return _run(Names(), cell, params, xs, initial_state, lengths, resets, reset_state,
                 options, mask)
 
 
@@ -152,7 +149,7 @@ def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None,
                 time_major=False):
     """TF1's `tf.nn.dynamic_rnn` under its own names: `unroll` with `lengths=sequence_length`.
 
-    Returns `(outputs, state)`: outputs `(batch, time, output_size)` (time-major
+    Returns `(outputs, state)`: outputs `(*batch, time, output_size)` (time-major
     with `time_major`), zero past each row's `sequence_length`, and the state after
     each row's last valid step.
     """
@@ -162,18 +159,32 @@ def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None,
 
 def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, options,
          mask=None):
-    the_plan = make_plan(cell, params, xs, initial_state=initial_state, lengths=lengths,
-                         resets=resets, reset_state=reset_state, mask=mask, names=names,
-                         **options)
-    as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by make_plan
-    return execute(the_plan, params, xs, initial_state, as_array(lengths), as_array(resets),
-                   reset_state, as_array(mask))
+    """The call planned and executed on one batch axis (`rnnscan.batch`)."""
+    cell = as_cell(cell)
+
+    def check(batch_shape):  # the states against the cell's, at the batch shape as passed
+        h0 = jax.eval_shape(lambda p, s: initial_state_of(cell, p, s, batch_shape), params,
+                            initial_state)
+        if reset_state is not None:
+            check_same_structure("reset_state", reset_state, h0, "the cell's state")
+
+    def run(xs, lengths, resets, mask, states):
+        as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by make_plan
+        plan = make_plan(cell, params, xs, lengths=lengths, resets=resets, mask=mask,
+                         names=names, **states, **options)
+        return execute(plan, params, xs, states["initial_state"], as_array(lengths),
+                       as_array(resets), states["reset_state"], as_array(mask))
+
+    timed = (True, False, True) if options.get("return_all_states") is True else (True, False)
+    return over_batch(run, xs, options.get("time_major", False), lengths=lengths, resets=resets,
+                      mask=mask, states=dict(initial_state=initial_state, reset_state=reset_state),
+                      timed=timed, names=names, check=check)
 
 
 def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None,
               reset_state=None, mask=None, reverse=False, time_major=False, unroll=None,
               remat=False, return_all_states=False, method="auto", truncate=None, backend=None,
-              names: _ArgNames = _ArgNames()) -> Plan:
+              names: Names = Names()) -> Plan:
     """The `Plan` that `unroll` (or `truncated_unroll` with `truncate=chunk_size`)
     runs for these arguments, after checking every one of them. Arrays may be
     abstract (`jax.ShapeDtypeStruct`s): only their shapes and dtypes are read.
@@ -324,23 +335,3 @@ def _execute(plan: Plan, strategy: str, params, xs, h0, lengths, resets, reset_s
         return (tree.time_to_front(ys, plan.time_major), h_final,
                 tree.time_to_front(states, plan.time_major), *info)
     return (tree.time_to_front(out, plan.time_major), h_final, *info)
-
-
-def initial_state_of(cell, params, initial_state, batch: int):
-    """`initial_state`, checked against the cell's state, or the cell's zeros."""
-    if cell.initial_state is None:
-        if initial_state is None:
-            raise ValueError(
-                "initial_state is required when the cell is a bare step function "
-                "(it has no initial_state of its own); pass initial_state=... with "
-                "leaves of shape (batch, size)"
-            )
-        return initial_state
-    if initial_state is None:
-        return cell.initial_state(params, (batch,))
-    expected = jax.eval_shape(lambda p: cell.initial_state(p, (batch,)), params)
-    check_same_structure(
-        "initial_state", initial_state, expected, f"cell.initial_state(params, ({batch},))"
-    )
-    return initial_state
-

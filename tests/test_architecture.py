@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rnnscan"
 # docs/ARCHITECTURE.md's picture, bottom first: a module may import modules of
 # its own layer or of the layers below it.
 LAYERS = [
-    ("tree", "masks", "validation", "tuning"),
+    ("tree", "masks", "validation", "tuning", "batch"),
     ("cell", "plan"),
     ("scan", "chunked", "associative", "newton", "newton_options", "kernels"),
     ("cells",),

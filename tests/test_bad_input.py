@@ -138,8 +138,8 @@ ROWS = [
     ("cell-step-features", lambda: CELL.step(P, CELL.initial_state(P, (B,)), ones(B, F + 1)), V, r"must have 7 features.*got 8", None),
     ("cell-init-int-key", lambda: CELL.init(0), TE, r"key must be a jax.random key; got int", None),
     # -- unroll: xs -------------------------------------------------------------------
-    ("xs-rank-2", lambda: unroll(xs=ones(B, T)), V, r"xs must have shape \(batch, time, \.\.\.\); got shape \(4, 10\)", (4, 10)),
-    ("xs-rank-2-time-major", lambda: unroll(xs=ones(T, B), time_major=True), V, r"xs must have shape \(time, batch, \.\.\.\); got shape \(10, 4\)", (10, 4)),
+    ("xs-rank-2", lambda: unroll(xs=ones(B, T)), V, r"xs must have shape \(\*batch, time, \.\.\.\); got shape \(4, 10\)", (4, 10)),
+    ("xs-rank-2-time-major", lambda: unroll(xs=ones(T, B), time_major=True), V, r"xs must have shape \(time, \*batch, \.\.\.\); got shape \(10, 4\)", (10, 4)),
     ("xs-rank-2-square", lambda: unroll(cell=rs.lstm(4, 16), params=rs.lstm(4, 16).init(KEY), xs=ones(4, 10)), V, r"xs must have shape .*got shape \(4, 10\)", (4, 10)),
     ("xs-rank-1", lambda: unroll(xs=ones(T)), V, r"xs must have shape .*got shape \(10,\)", (10,)),
     ("xs-scalar", lambda: unroll(xs=np.float32(1.0)), V, r"xs must have shape .*got shape \(\)", None),
@@ -149,7 +149,7 @@ ROWS = [
     ("xs-nested-list", lambda: unroll(xs=XS.tolist()), TE, r"xs must be an array or a pytree of arrays; got .*Python (numbers|float).*np.asarray", None),
     ("xs-tuple-for-lstm", lambda: unroll(xs=(XS, XS)), TE, r"(xs|input).* must be one array .*got a tuple of 2", None),
     ("xs-dict-leaf-rank-2", lambda: unroll(cell=lambda p, h, x: (h, h), params=None, xs={"a": XS, "b": ones(B)}, initial_state=jnp.zeros((B, H))),
-     V, r"xs\['b'\] must have shape \(batch, time, \.\.\.\); got shape \(4,\)", (4,)),
+     V, r"xs\['b'\] must have shape \(\*batch, time, \.\.\.\); got shape \(4,\)", (4,)),
     ("xs-dict-batch-differs", lambda: unroll(cell=lambda p, h, x: (h, h), params=None, xs={"a": XS, "b": ones(B + 1, T, F)}, initial_state=jnp.zeros((B, H))),
      V, r"share .*xs\['b'\] has shape \(5, 10, 7\)", (5, 10, 7)),
     ("xs-dict-time-differs-tm", lambda: unroll(cell=lambda p, h, x: (h, h), params=None, xs={"a": XS_TM, "b": ones(T + 1, B, F)}, initial_state=jnp.zeros((B, H)), time_major=True),
@@ -224,8 +224,8 @@ ROWS = [
     ("truncated-xs-rank-2", lambda: rs.truncated_unroll(CELL, P, ones(B, T), 3), V, r"xs must have shape .*got shape \(4, 10\)", (4, 10)),
     ("truncated-reverse-str", lambda: rs.truncated_unroll(CELL, P, XS, 3, reverse="no"), TE, r"reverse must be a bool", None),
     ("truncated-params", lambda: rs.truncated_unroll(CELL, edit(P, b=None), XS, 3), V, r"params .*missing \['b'\]", None),
-    ("dynamic-inputs-rank-2", lambda: rs.dynamic_rnn(CELL, P, ones(B, T)), V, r"inputs must have shape \(batch, time, \.\.\.\); got shape \(4, 10\)", (4, 10)),
-    ("dynamic-inputs-rank-2-tm", lambda: rs.dynamic_rnn(CELL, P, ones(T, B), time_major=True), V, r"inputs must have shape \(time, batch, \.\.\.\); got shape \(10, 4\)", (10, 4)),
+    ("dynamic-inputs-rank-2", lambda: rs.dynamic_rnn(CELL, P, ones(B, T)), V, r"inputs must have shape \(\*batch, time, \.\.\.\); got shape \(4, 10\)", (4, 10)),
+    ("dynamic-inputs-rank-2-tm", lambda: rs.dynamic_rnn(CELL, P, ones(T, B), time_major=True), V, r"inputs must have shape \(time, \*batch, \.\.\.\); got shape \(10, 4\)", (10, 4)),
     ("dynamic-sequence-length-float", lambda: rs.dynamic_rnn(CELL, P, XS, sequence_length=np.ones(B)), TE, r"sequence_length must have an integer dtype", None),
     ("dynamic-sequence-length-above", lambda: rs.dynamic_rnn(CELL, P, XS, sequence_length=[1, 2, 3, 11]), V, r"sequence_length must lie in \[0, time\]", None),
     ("dynamic-time-major-str", lambda: rs.dynamic_rnn(CELL, P, XS, time_major="no"), TE, r"time_major must be a bool", None),
@@ -245,8 +245,8 @@ ROWS = [
     ("layer-method-bad", lambda: rs.layer(CELL, method="fast"), V, r"method must be one of", None),
     ("layer-cell-int", lambda: rs.layer(3), TE, r"cell must be an rnnscan.Cell or a function", None),
     ("layer-bare-init", lambda: rs.layer(lambda p, h, x: (h, h)).init(KEY), TE, r"cell is a bare step function and has no init", None),
-    ("layer-apply-rank-2", lambda: rs.layer(CELL).apply(P, ones(B, T)), V, r"xs must have shape \(batch, time, \.\.\.\); got shape \(4, 10\)", (4, 10)),
-    ("layer-apply-rank-2-tm", lambda: rs.layer(CELL, time_major=True).apply(P, ones(T, B)), V, r"xs must have shape \(time, batch, \.\.\.\); got shape \(10, 4\)", (10, 4)),
+    ("layer-apply-rank-2", lambda: rs.layer(CELL).apply(P, ones(B, T)), V, r"xs must have shape \(\*batch, time, \.\.\.\); got shape \(4, 10\)", (4, 10)),
+    ("layer-apply-rank-2-tm", lambda: rs.layer(CELL, time_major=True).apply(P, ones(T, B)), V, r"xs must have shape \(time, \*batch, \.\.\.\); got shape \(10, 4\)", (10, 4)),
     ("layer-apply-lengths", lambda: rs.layer(CELL).apply(P, XS, lengths=[1, 2]), V, r"lengths must have shape \(batch,\) = \(4,\); got shape \(2,\)", (2,)),
     ("layer-apply-params", lambda: rs.layer(CELL).apply(edit(P, w_ih=None), XS), V, r"params .*missing \['w_ih'\]", None),
     ("layer-dropout-params", lambda: rs.layer(CELL, input_dropout=0.5).apply(edit(P, b=np.zeros(1, np.float32)), XS, key=KEY), V, r"params\['b'\] must have shape \(20,\); got shape \(1,\)", (1,)),
@@ -487,6 +487,9 @@ def test_a_tuple_xs_is_a_pytree_for_a_cell_that_reads_one():
 
 
 def test_a_leaf_with_extra_axes_is_accepted():
-    step = lambda p, h, x: (h + x.sum((-1, -2))[:, None], h)
-    ys, h = rs.unroll(step, None, np.ones((B, T, 2, 3), np.float32), initial_state=jnp.zeros((B, 1)))
-    np.testing.assert_allclose(h, np.full((B, 1), T * 6))
+    # A pytree's leaf may have several feature axes: the batch axes are those of
+    # its leaf with the fewest (here a per-step scalar, so one).
+    step = lambda p, h, x: (h + x[0].sum((-1, -2))[:, None] + x[1][:, None], h)
+    xs = (np.ones((B, T, 2, 3), np.float32), np.ones((B, T), np.float32))
+    ys, h = rs.unroll(step, None, xs, initial_state=jnp.zeros((B, 1)))
+    np.testing.assert_allclose(h, np.full((B, 1), T * 7))

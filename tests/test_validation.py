@@ -21,7 +21,7 @@ def unroll(**kwargs):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"xs": np.ones((T,), np.float32)}, ValueError, r"xs must have shape \(batch, time, \.\.\.\); got shape \(5,\)"),
+        ({"xs": np.ones((T,), np.float32)}, ValueError, r"xs must have shape \(\*batch, time, \.\.\.\); got shape \(5,\)"),
         ({"xs": np.ones((B, T, F + 1), np.float32)}, ValueError, "3 features.*got 4"),
         ({"xs": {}}, ValueError, "xs must hold at least one array"),
         ({"xs": {"a": np.ones((B, T, F)), "b": np.ones((B, T + 1, F))}}, ValueError, "share"),
