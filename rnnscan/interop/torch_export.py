@@ -75,8 +75,9 @@ def to_torch(model, params, *, batch_first: Optional[bool] = None, **cell_option
     mode, state_dict, options = to_torch_state_dict(model, params, batch_first=batch_first,
                                                     **cell_options)
     dtype = next(iter(state_dict.values())).dtype
-    if dtype not in (np.float16, np.float32, np.float64):
-        raise TypeError(f"params must be float16, float32 or float64 for torch; got {dtype}")
+    if dtype not in (np.float16, np.float32, np.float64, jnp.bfloat16):
+        raise TypeError(f"params must be bfloat16, float16, float32 or float64 for torch; got "
+                        f"{dtype}")
     if mode == "LSTM":
         module_type = torch.nn.LSTM
     else:
@@ -84,8 +85,12 @@ def to_torch(model, params, *, batch_first: Optional[bool] = None, **cell_option
         options.pop("proj_size")
         if mode != "GRU":
             options["nonlinearity"] = "relu" if mode == "RNN_RELU" else "tanh"
-    module = module_type(**options, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
+    if dtype == jnp.bfloat16:  # numpy has no bfloat16 for torch: through float32, exactly
+        to_tensor = lambda a: torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    else:
+        to_tensor = torch.from_numpy
+    module = module_type(**options, dtype=to_tensor(np.zeros(0, dtype)).dtype)
+    module.load_state_dict({k: to_tensor(v) for k, v in state_dict.items()})
     return module
 
 
