@@ -73,12 +73,9 @@ def layer(
     the input `x`, on the state the step reads (the leaves its cell declares: an
     LSTM's `h`, not its memory cell `c`) and on the output `y`. Kept units are
     scaled by `1 / (1 - rate)`, so the expectation is unchanged. Without a key
-    there is no dropout. `state_dropout` is Keras's `recurrent_dropout`: the
-    initial state is dropped as it is read, one mask serves every gate (Keras's
-    LSTM and GRU draw one per gate), and the state carried to the next step and
-    returned is not dropped. TF1's `DropoutWrapper(variational_recurrent=True)`
-    differs: it drops the state each step returns, and returns it dropped, never
-    the initial state, with one mask for the whole batch (`rnnscan.dropout`).
+    there is no dropout. `state_dropout` is Keras's `recurrent_dropout` (the
+    initial state dropped as read, the returned state not), not TF1's
+    `DropoutWrapper(variational_recurrent=True)`: see `rnnscan.dropout`.
 
     Zoneout (Krueger et al., 2017; `rnnscan.dropout.zoneout`): with a `key`, each
     unit of the state keeps its previous value with probability `rate`, drawn per
