@@ -7,7 +7,8 @@ from rnnscan.cells import (LSTMState, gru, lru, lstm, mingru, minlstm, multi_cel
 from rnnscan.layers import Layer, bidirectional, layer, stack
 from rnnscan.newton import Newton, NewtonInfo
 from rnnscan.sampling import sample
-from rnnscan.unroll import dynamic_rnn, truncated_unroll, unroll
+from rnnscan.tf1_names import dynamic_rnn
+from rnnscan.unroll import truncated_unroll, unroll
 
 __version__ = "0.1.0"
 

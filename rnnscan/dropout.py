@@ -1,11 +1,16 @@
 """Variational dropout and zoneout for a cell over a sequence.
 
-Variational dropout (Gal & Ghahramani, 2016; TF1's
-`DropoutWrapper(variational_recurrent=True)`, Keras's `dropout` and
-`recurrent_dropout`): one mask per sequence, drawn outside the scan and reused at
-every step, on the input `x`, on the state the step reads, and on the output
-`y`. Which leaves of the state are dropped the cell declares
-(`SplitStep.state_dropout`: an LSTM drops `h`, not its memory cell `c`).
+Variational dropout (Gal & Ghahramani, 2016): one mask per row of the batch,
+`(batch, size)`, drawn outside the scan and reused at every step, on the input
+`x`, on the state the step reads, and on the output `y`. Which leaves of the
+state are dropped the cell declares (`SplitStep.state_dropout`: an LSTM drops
+`h`, not its memory cell `c`). The state dropout is Keras's `recurrent_dropout`:
+the mask multiplies the state as the step reads it (the initial state too), one
+mask for all gates, and the carried and returned states are not dropped. (Keras's
+SimpleRNN is exactly this; its LSTM and GRU draw one mask per gate.) It is not
+TF1's `DropoutWrapper(variational_recurrent=True)`, which drops the state a step
+returns (never the initial state), returns it dropped, and draws one mask for
+the whole batch.
 
 Zoneout (Krueger et al., 2017; haste's `zoneout`): at every step each unit of
 the state keeps its previous value with probability `rate`, a fresh draw per

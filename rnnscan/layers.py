@@ -68,14 +68,14 @@ def layer(
     """One cell over a sequence: `rnnscan.unroll` as a `Layer`, with variational
     dropout and zoneout.
 
-    Variational dropout (Gal & Ghahramani, 2016; TF1's
-    `DropoutWrapper(variational_recurrent=True)`, Keras's `dropout` and
-    `recurrent_dropout`) draws one mask per sequence from `apply`'s `key`, outside
-    the scan, and reuses it at every step: on the input `x`, on the state the step
-    reads (the leaves its cell declares: an LSTM's `h`, not its memory cell `c`,
-    as in Keras and TF1; `rnnscan.dropout`) and on the output `y`. Kept units
-    are scaled by `1 / (1 - rate)`, so the expectation is unchanged. Without a
-    key there is no dropout.
+    Variational dropout (Gal & Ghahramani, 2016) draws one mask per row of the
+    batch from `apply`'s `key`, outside the scan, and reuses it at every step: on
+    the input `x`, on the state the step reads (the leaves its cell declares: an
+    LSTM's `h`, not its memory cell `c`) and on the output `y`. Kept units are
+    scaled by `1 / (1 - rate)`, so the expectation is unchanged. Without a key
+    there is no dropout. `state_dropout` is Keras's `recurrent_dropout` (the
+    initial state dropped as read, the returned state not), not TF1's
+    `DropoutWrapper(variational_recurrent=True)`: see `rnnscan.dropout`.
 
     Zoneout (Krueger et al., 2017; `rnnscan.dropout.zoneout`): with a `key`, each
     unit of the state keeps its previous value with probability `rate`, drawn per

@@ -1,4 +1,5 @@
-"""`unroll`, `truncated_unroll` and `dynamic_rnn`: a cell run over the time axis.
+"""`unroll` and `truncated_unroll`: a cell run over the time axis (`dynamic_rnn`,
+under TF1's names, is in `rnnscan.tf1_names`).
 
 Semantics follow TF1's `dynamic_rnn` and torch's packed sequences: past a row's
 length the state is carried through unchanged and the output is zero; `reverse`
@@ -32,9 +33,6 @@ from rnnscan.validation import (
 METHODS = ("auto", "sequential", "scan", "kernel", "associative", "newton")
 _RUN = {"scan": scan.run, "chunked": chunked.run, "associative": associative.run,
         "newton": newton.run}
-
-
-_TF_NAMES = Names("inputs", "sequence_length")
 
 
 def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, reset_state=None,
@@ -143,18 +141,6 @@ def truncated_unroll(cell, params, xs, chunk_size: int, *, initial_state=None, l
                    return_all_states=return_all_states, method="scan", truncate=chunk_size)
     return _run(Names(), cell, params, xs, initial_state, lengths, resets, reset_state,
                 options, mask)
-
-
-def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None,
-                time_major=False):
-    """TF1's `tf.nn.dynamic_rnn` under its own names: `unroll` with `lengths=sequence_length`.
-
-    Returns `(outputs, state)`: outputs `(*batch, time, output_size)` (time-major
-    with `time_major`), zero past each row's `sequence_length`, and the state after
-    each row's last valid step.
-    """
-    return _run(_TF_NAMES, cell, params, inputs, initial_state, sequence_length, None, None,
-                dict(time_major=time_major))
 
 
 def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, options,

@@ -35,15 +35,17 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
-def check_number(name: str, value, *, positive: bool = False, optional: bool = False) -> None:
-    """Raises unless `value` is a finite real number (positive if `positive`; None
-    too if `optional`)."""
+def check_number(name: str, value, *, positive: bool = False, non_negative: bool = False,
+                 optional: bool = False) -> None:
+    """Raises unless `value` is a finite real number (positive if `positive`, at least
+    0 if `non_negative`; None too if `optional`)."""
     if optional and value is None:
         return
-    what = ("a positive number" if positive else "a finite number") + (" or None" if optional else "")
+    what = ("a positive number" if positive else "a non-negative number" if non_negative
+            else "a finite number") + (" or None" if optional else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {what}; got {value!r} of type {type(value).__name__}")
-    if not math.isfinite(value) or (positive and value <= 0):
+    if not math.isfinite(value) or (positive and value <= 0) or (non_negative and value < 0):
         raise ValueError(f"{name} must be {what}; got {value!r}")
 
 

@@ -16,13 +16,17 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "sigmoid": sigmoid,
+       # Keras 3's hard_sigmoid: 0 below -3, 1 above 3, x / 6 + 1/2 between.
+       "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+       "linear": lambda x: x}
 
 
-def lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_clip=None, act="tanh"):
+def lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_clip=None, act="tanh",
+              gate="sigmoid"):
     """One LSTM step on numpy arrays, gate by gate (rnnscan's i, f, g, o columns)."""
     h, c = state
-    f_act = ACT[act]
+    f_act, sigmoid = ACT[act], ACT[gate]
     H = p["w_ih"].shape[1] // 4
     z = x @ p["w_ih"] + h @ p["w_hh"] + p.get("b", 0.0)
     zi, zf, zg, zo = (z[..., k * H : (k + 1) * H] for k in range(4))
@@ -42,8 +46,9 @@ def lstm_step(p, state, x, *, forget_bias=1.0, cell_clip=None, proj_clip=None, a
     return (h_new, c_new), h_new
 
 
-def gru_step(p, h, x, *, reset_after=True, act="tanh"):
+def gru_step(p, h, x, *, reset_after=True, act="tanh", gate="sigmoid"):
     """One GRU step: torch's `nn.GRU` (reset_after) or TF1's `GRUCell` equations."""
+    sigmoid = ACT[gate]
     H = p["w_hh"].shape[0]
     gx = x @ p["w_ih"] + p.get("b", 0.0)
     w_r, w_z, w_n = (p["w_hh"][:, k * H : (k + 1) * H] for k in range(3))

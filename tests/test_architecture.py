@@ -15,7 +15,7 @@ LAYERS = [
     ("cell", "plan"),
     ("scan", "chunked", "associative", "newton", "newton_options", "kernels"),
     ("cells",),
-    ("unroll",),
+    ("unroll", "tf1_names"),
     ("dropout", "layers"),
     ("interop", "train", "tasks", "bench", "cli", "arguments", "flax", "equinox", "sampling", "__main__"),
 ]

@@ -12,7 +12,8 @@ GUIDES = sorted((pathlib.Path(__file__).parent.parent / "docs").glob("migrating-
 
 def test_guides_exist():
     assert [g.stem for g in GUIDES] == ["migrating-from-flax", "migrating-from-haiku",
-                                        "migrating-from-tf1", "migrating-from-torch"]
+                                        "migrating-from-keras", "migrating-from-tf1",
+                                        "migrating-from-torch"]
 
 
 @pytest.mark.parametrize("guide", GUIDES, ids=lambda g: g.stem)

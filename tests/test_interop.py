@@ -208,3 +208,55 @@ def test_torch_state_dict_prefix_live():
     x = torch.randn(2, 6, 3)
     np.testing.assert_allclose(layer.apply(params, x.numpy())[0],
                                net.lstm(x)[0].detach().numpy(), **TOL)
+
+
+def test_from_torch_bfloat16_module():
+    """A bf16 module imports as bf16 params and a bf16 cell, and computes what torch's
+    own bf16 forward computes (to bf16 rounding); to_torch gives a bf16 module back."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(4, 5).to(torch.bfloat16)
+    cell, params = rs.interop.from_torch(module)
+    assert {np.dtype(v.dtype) for v in params.values()} == {np.dtype(jnp.bfloat16)}
+    x = torch.randn(6, 2, 4).to(torch.bfloat16)
+    want = module(x)[0].float().detach().numpy()
+    ys, _ = rs.unroll(cell, params, jnp.asarray(x.float().numpy(), jnp.bfloat16), time_major=True)
+    assert ys.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(ys, np.float32), want, atol=2e-2)
+    back = rs.interop.to_torch(cell, params)
+    assert back.weight_ih_l0.dtype == torch.bfloat16
+    np.testing.assert_array_equal(back.weight_hh_l0.float().detach().numpy(),
+                                  module.weight_hh_l0.float().detach().numpy())
+    np.testing.assert_allclose(back(x)[0].float().detach().numpy(), want, atol=2e-2)
+
+
+@pytest.mark.parametrize("cell_module", [False, True])
+def test_from_torch_parametrized_module(cell_module):
+    """Under a parametrization the module computes with the parametrized weight, which
+    its state_dict does not hold under torch's name: from_torch reads that weight."""
+    torch = pytest.importorskip("torch")
+    weight_norm = torch.nn.utils.parametrizations.weight_norm
+    torch.manual_seed(0)
+    if cell_module:
+        module = weight_norm(torch.nn.GRUCell(4, 5), "weight_ih")
+    else:
+        module = weight_norm(torch.nn.LSTM(4, 5, num_layers=2), "weight_hh_l0")
+        weight_norm(module, "weight_ih_l1")
+    with torch.no_grad():  # the parametrization's magnitude, away from what it was built with
+        for p in module.parametrizations.values():
+            p.original0.mul_(1.7)
+    x = torch.randn(6, 2, 4)
+    cell, params = rs.interop.from_torch(module)
+    if cell_module:
+        h, outs = None, []
+        for t in range(6):
+            h = module(x[t], h)
+            outs.append(h.detach().numpy())
+        ys, _ = rs.unroll(cell, params, x.numpy(), time_major=True)
+        np.testing.assert_allclose(ys, np.stack(outs), **TOL)
+        return
+    ys, _ = cell.apply(params, x.numpy())
+    want = module(x)[0].detach().numpy()
+    np.testing.assert_allclose(ys, want, **TOL)
+    back = rs.interop.to_torch(cell, params)  # a plain module computing the same
+    np.testing.assert_allclose(back(x)[0].detach().numpy(), want, **TOL)

@@ -109,3 +109,28 @@ def test_params_are_checked_against_an_init_that_takes_raw_uint32_keys():
     assert rs.unroll(cell, init(jax.random.PRNGKey(0)), xs)[0].shape == (2, 4, 3)
     with pytest.raises(ValueError, match=r"params.*\(3, 3\)"):
         rs.unroll(cell, {"w": jnp.ones((4, 3))}, xs)
+
+
+def test_dynamic_rnn_takes_tf1s_other_arguments():
+    """TF1's dtype (of the zero initial state), parallel_iterations, swap_memory and
+    scope: accepted; the numbers are unroll's with lengths=sequence_length."""
+    lengths = np.arange(XS.shape[0], dtype=np.int32) % (XS.shape[1] + 1)
+    want = rs.unroll(CELL, PARAMS, XS, lengths=lengths)
+    got = rs.dynamic_rnn(CELL, PARAMS, XS, lengths, dtype=np.float32, parallel_iterations=32,
+                         swap_memory=True, scope="rnn")
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    # With an initial state, dtype is ignored, as in TF1.
+    h0 = CELL.initial_state(PARAMS, (XS.shape[0],))
+    rs.dynamic_rnn(CELL, PARAMS, XS, initial_state=h0, dtype=jnp.float16)
+
+
+def test_dynamic_rnn_refuses_a_dtype_the_cell_does_not_have():
+    with pytest.raises(ValueError, match=r"dtype=float16: the cell's zero state is float32"):
+        rs.dynamic_rnn(CELL, PARAMS, XS, dtype=jnp.float16)
+    with pytest.raises(TypeError, match="parallel_iterations must be a positive int"):
+        rs.dynamic_rnn(CELL, PARAMS, XS, parallel_iterations=1.5)
+    with pytest.raises(TypeError, match="swap_memory must be a bool"):
+        rs.dynamic_rnn(CELL, PARAMS, XS, swap_memory="yes")
+    with pytest.raises(TypeError, match="scope must be a str"):
+        rs.dynamic_rnn(CELL, PARAMS, XS, scope=3)

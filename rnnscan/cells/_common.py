@@ -13,7 +13,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,
     "relu": jax.nn.relu,
     "sigmoid": jax.nn.sigmoid,
-    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6, Keras 3's (Keras 2's was 0.2 x + 0.5)
     "gelu": jax.nn.gelu,
     "elu": jax.nn.elu,
     "identity": lambda x: x,
@@ -27,6 +27,16 @@ def resolve_activation(activation: Union[str, Callable], name: str = "activation
     if isinstance(activation, str) and activation in ACTIVATIONS:
         return ACTIVATIONS[activation]
     raise ValueError(f"{name} must be one of {sorted(ACTIVATIONS)} or a callable; got {activation!r}")
+
+
+def resolve_gate_activation(gate_activation) -> Callable:
+    """The gates' activation from its name (`"sigmoid"`, `"hard_sigmoid"`, ...). Names
+    only, no callables: the kernels run sigmoid gates only, and a name says which
+    function a cell has (and keeps equal cells equal)."""
+    if isinstance(gate_activation, str) and gate_activation in ACTIVATIONS:
+        return ACTIVATIONS[gate_activation]
+    raise ValueError(f"gate_activation must be one of {sorted(ACTIVATIONS)} (a name); got "
+                     f"{gate_activation!r}")
 
 
 def check_sizes(**sizes) -> None:

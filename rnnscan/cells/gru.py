@@ -16,6 +16,7 @@ from rnnscan.cells._common import (
     default_kernel_init,
     default_recurrent_init,
     resolve_activation,
+    resolve_gate_activation,
     split_keys,
 )
 from rnnscan.cells.layer_norm import init_layer_norm, layer_norm as normalize, refusal
@@ -30,6 +31,7 @@ def gru(
     *,
     reset_after: bool = True,
     activation="tanh",
+    gate_activation: str = "sigmoid",
     use_bias: bool = True,
     param_dtype=jnp.float32,
     compute_dtype=None,
@@ -57,6 +59,8 @@ def gru(
       hidden_size: size of the state `h`.
       reset_after: where the reset gate applies (see above).
       activation: name or function for the candidate (default tanh).
+      gate_activation: name of σ, the gates' activation (as in `rnnscan.lstm`;
+        Keras's `recurrent_activation`, flax's `gate_fn`).
       use_bias: whether the cell has biases `b` (and `b_hn`).
       param_dtype, compute_dtype, kernel_init, recurrent_init: as in `rnnscan.lstm`.
       layer_norm: the LayerNorm-GRU (above); needs `reset_after=True`.
@@ -75,6 +79,7 @@ def gru(
         # The reset gate would apply inside the normalised product (r * h) @ w_n.
         raise refusal("reset_after", reset_after)
     act = resolve_activation(activation)
+    gate = resolve_gate_activation(gate_activation)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()
     recurrent_init = recurrent_init or default_recurrent_init()
@@ -98,7 +103,8 @@ def gru(
         del params
         return prec.zeros(tuple(batch_shape) + (H,))
 
-    fused = reset_after and act is jnp.tanh and not layer_norm
+    # The fused update, and so the kernel (kernel_fits), compute sigmoid gates only.
+    fused = reset_after and act is jnp.tanh and gate_activation == "sigmoid" and not layer_norm
     fused_update = _fused_update(prec) if fused else None
 
     def project_inputs(params, x):
@@ -124,13 +130,13 @@ def gru(
             hp = prec.matmul(h, w_hh)
             h_r, h_z, h_n = jnp.split(normalize(hp, params, "hh") if layer_norm else hp, 3,
                                       axis=-1)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
+            r = gate(x_r + h_r)
+            z = gate(x_z + h_z)
             n = act(x_n + r * (h_n + b_hn))
         else:
             h_r, h_z = jnp.split(prec.matmul(h, w_hh[:, : 2 * H]), 2, axis=-1)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
+            r = gate(x_r + h_r)
+            z = gate(x_z + h_z)
             n = act(x_n + prec.matmul(r * h, w_hh[:, 2 * H :]))
         h = n + z * (h - n)
         return h, h

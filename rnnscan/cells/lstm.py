@@ -19,6 +19,7 @@ from rnnscan.cells._common import (
     default_kernel_init,
     default_recurrent_init,
     resolve_activation,
+    resolve_gate_activation,
     split_keys,
 )
 from rnnscan.cells.layer_norm import init_layer_norm, layer_norm as normalize, refusal
@@ -45,6 +46,7 @@ def lstm(
     proj_clip: Optional[float] = None,
     forget_bias: float = 1.0,
     activation="tanh",
+    gate_activation: str = "sigmoid",
     use_bias: bool = True,
     param_dtype=jnp.float32,
     compute_dtype=None,
@@ -74,12 +76,16 @@ def lstm(
       hidden_size: size of the memory cell `c`.
       proj_size: if set, `h` is projected to this size (LSTMP).
       peephole: diagonal peephole connections from `c` to the gates.
-      cell_clip, proj_clip: clip `c` / the projected `h` to `[-clip, clip]`.
+      cell_clip, proj_clip: clip `c` / the projected `h` to `[-clip, clip]` (0
+        included, as in TF1: all zeros).
       forget_bias: constant added to the forget gate's pre-activation. The default
         1.0 is TF1's and Keras's; torch's `nn.LSTM` and flax's `LSTMCell` have
         none, so a cell given their weights needs `forget_bias=0.0`
         (`rs.interop.from_torch` sets it).
       activation: name or function for the cell input and output (default tanh).
+      gate_activation: name of σ, the gates' activation: `"sigmoid"` (default),
+        `"hard_sigmoid"` (`relu6(x + 3) / 6`, Keras 3's), or another activation
+        name; a name, not a function. Only sigmoid gates run on the native kernel.
       use_bias: whether the cell has the bias `b`.
       param_dtype: dtype of the params and the carried state.
       compute_dtype: dtype of the matmul operands (e.g. `jnp.bfloat16`); the
@@ -100,8 +106,9 @@ def lstm(
     if proj_size is not None:
         check_sizes(proj_size=proj_size)
     check_flags(peephole=peephole, use_bias=use_bias)
-    check_number("cell_clip", cell_clip, positive=True, optional=True)
-    check_number("proj_clip", proj_clip, positive=True, optional=True)
+    # 0 is a clip too (to [0, 0]), as in TF1, whose testCellClipping expects zeros.
+    check_number("cell_clip", cell_clip, non_negative=True, optional=True)
+    check_number("proj_clip", proj_clip, non_negative=True, optional=True)
     if proj_clip is not None and proj_size is None:
         raise ValueError(f"proj_clip clips the projection: it needs proj_size; got "
                          f"proj_clip={proj_clip!r} and proj_size=None")
@@ -110,6 +117,7 @@ def lstm(
     if check_bool("layer_norm", layer_norm) and peephole:
         raise refusal("peephole", peephole)
     act = resolve_activation(activation)
+    gate = resolve_gate_activation(gate_activation)
     prec = Precision(param_dtype, compute_dtype)
     kernel_init = kernel_init or default_kernel_init()
     recurrent_init = recurrent_init or default_recurrent_init()
@@ -141,7 +149,9 @@ def lstm(
     # into the gate math, rather than in a separate pass over the projected inputs.
     forget_offset = np.zeros((4 * H,))
     forget_offset[H : 2 * H] = forget_bias
-    plain = act is jnp.tanh and not peephole and cell_clip is None and not layer_norm
+    # The fused update, and so the kernel (kernel_fits), compute sigmoid gates only.
+    plain = (act is jnp.tanh and gate_activation == "sigmoid" and not peephole
+             and cell_clip is None and not layer_norm)
     fused_update = _fused_update(prec) if plain else None
 
     def project_inputs(params, x):
@@ -165,12 +175,12 @@ def lstm(
                 w_i, w_f, w_o = params["w_peep"]
                 i = i + w_i * c
                 f = f + w_f * c
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * act(j)
+            c = gate(f) * c + gate(i) * act(j)
             if cell_clip is not None:
                 c = jnp.clip(c, -cell_clip, cell_clip)
             if peephole:
                 o = o + w_o * c
-            h = jax.nn.sigmoid(o) * act(normalize(c, params, "c") if layer_norm else c)
+            h = gate(o) * act(normalize(c, params, "c") if layer_norm else c)
         if proj_size:
             h = prec.matmul(h, params["w_proj"])
             if proj_clip is not None:

@@ -16,6 +16,7 @@ import functools
 import re
 from typing import Mapping, NamedTuple, Optional
 
+import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import Cell
@@ -64,7 +65,10 @@ def from_torch(module):
 
     Args:
       module: a `torch.nn.LSTM`, `GRU` or `RNN` (incl. `proj_size`, `bias=False`,
-        `nonlinearity="relu"`), or an `LSTMCell`, `GRUCell` or `RNNCell`.
+        `nonlinearity="relu"`), or an `LSTMCell`, `GRUCell` or `RNNCell`. Its
+        weights are read as it computes with them (under a parametrization such
+        as `weight_norm`, the computed weight), in its dtype (a bfloat16 module
+        gives bfloat16 params and a bfloat16 cell).
 
     Returns:
       For one layer in one direction (and for the `*Cell` modules), `(cell,
@@ -84,17 +88,23 @@ def from_torch(module):
 
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module; got {type(module).__name__}")
-    state_dict = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     kind = type(module).__name__
     if isinstance(module, torch.nn.RNNCellBase):
-        mode = _CELL_MODES.get(kind) or ("RNN_RELU" if module.nonlinearity == "relu" else "RNN_TANH")
+        # isinstance, not the class name: a parametrized module's class is a subclass
+        # named e.g. ParametrizedGRUCell.
+        mode = next((m for name, m in _CELL_MODES.items()
+                     if isinstance(module, getattr(torch.nn, name))), None) or (
+            "RNN_RELU" if module.nonlinearity == "relu" else "RNN_TANH")
+        names = expected_shapes(mode, module.input_size, module.hidden_size, 1, module.bias,
+                                False, 0, "")
         return from_torch_state_dict(
-            mode, state_dict, input_size=module.input_size, hidden_size=module.hidden_size,
-            bias=module.bias, cell_module=True,
+            mode, _weights(module, names), input_size=module.input_size,
+            hidden_size=module.hidden_size, bias=module.bias, cell_module=True,
         )
     if isinstance(module, torch.nn.RNNBase):
         return from_torch_state_dict(
-            module.mode, state_dict, input_size=module.input_size,
+            module.mode, _weights(module, module._flat_weights_names),
+            input_size=module.input_size,
             hidden_size=module.hidden_size, num_layers=module.num_layers, bias=module.bias,
             bidirectional=module.bidirectional, proj_size=module.proj_size,
             batch_first=module.batch_first, dropout=module.dropout,
@@ -102,6 +112,25 @@ def from_torch(module):
     raise TypeError(
         f"module must be torch.nn.LSTM, GRU, RNN or their *Cell variants; got {kind}"
     )
+
+
+def _weights(module, names) -> dict:
+    """The weights `module` computes with, by torch's names, as numpy arrays.
+
+    `getattr` rather than `state_dict()`: under a parametrization (e.g.
+    `torch.nn.utils.parametrizations.weight_norm`) the state dict holds the
+    parametrization's inputs, and `getattr` the weight it computes. bfloat16,
+    which numpy lacks, comes as `jnp.bfloat16` (ml_dtypes) with the same values.
+    """
+    import torch
+
+    def to_numpy(w):
+        w = w.detach().cpu()
+        if w.dtype == torch.bfloat16:  # exact: float32 holds every bfloat16
+            return w.float().numpy().astype(jnp.bfloat16)
+        return w.numpy()
+
+    return {name: to_numpy(getattr(module, name)) for name in names}
 
 
 def from_torch_state_dict(

@@ -32,14 +32,15 @@ from rnnscan.unroll import unroll
 _OPTIONS = {
     mode: {name: inspect.signature(make).parameters[name].default for name in names}
     for mode, make, names in (
-        ("LSTM", lstm, ("forget_bias", "activation", "cell_clip", "proj_clip")),
-        ("GRU", gru, ("reset_after", "activation")),
+        ("LSTM", lstm, ("forget_bias", "activation", "gate_activation", "cell_clip",
+                        "proj_clip")),
+        ("GRU", gru, ("reset_after", "activation", "gate_activation")),
         ("RNN", rnn, ("activation",)),
     )
 }
 # What the cells `from_torch` builds are: torch's own computation.
-_TORCH = {"forget_bias": 0.0, "activation": "tanh", "cell_clip": None, "proj_clip": None,
-          "reset_after": True}
+_TORCH = {"forget_bias": 0.0, "activation": "tanh", "gate_activation": "sigmoid",
+          "cell_clip": None, "proj_clip": None, "reset_after": True}
 
 
 def to_torch(model, params, *, batch_first: Optional[bool] = None, **cell_options):
@@ -54,7 +55,7 @@ def to_torch(model, params, *, batch_first: Optional[bool] = None, **cell_option
         default; torch's default `False` for a `Cell`.
       **cell_options: for a cell that `from_torch` did not build, the options it
         was built with that its params do not show (`forget_bias`, `activation`,
-        `reset_after`, `cell_clip`, `proj_clip`); the constructor's defaults
+        `gate_activation`, `reset_after`, `cell_clip`, `proj_clip`); the constructor's defaults
         otherwise. rs.lstm's `forget_bias` (default 1.0; torch has none) is added
         to the forget slice of `bias_ih`.
 
@@ -75,8 +76,9 @@ def to_torch(model, params, *, batch_first: Optional[bool] = None, **cell_option
     mode, state_dict, options = to_torch_state_dict(model, params, batch_first=batch_first,
                                                     **cell_options)
     dtype = next(iter(state_dict.values())).dtype
-    if dtype not in (np.float16, np.float32, np.float64):
-        raise TypeError(f"params must be float16, float32 or float64 for torch; got {dtype}")
+    if dtype not in (np.float16, np.float32, np.float64, jnp.bfloat16):
+        raise TypeError(f"params must be bfloat16, float16, float32 or float64 for torch; got "
+                        f"{dtype}")
     if mode == "LSTM":
         module_type = torch.nn.LSTM
     else:
@@ -84,8 +86,12 @@ def to_torch(model, params, *, batch_first: Optional[bool] = None, **cell_option
         options.pop("proj_size")
         if mode != "GRU":
             options["nonlinearity"] = "relu" if mode == "RNN_RELU" else "tanh"
-    module = module_type(**options, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
+    if dtype == jnp.bfloat16:  # numpy has no bfloat16 for torch: through float32, exactly
+        to_tensor = lambda a: torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    else:
+        to_tensor = torch.from_numpy
+    module = module_type(**options, dtype=to_tensor(np.zeros(0, dtype)).dtype)
+    module.load_state_dict({k: to_tensor(v) for k, v in state_dict.items()})
     return module
 
 
@@ -194,6 +200,9 @@ def _options(mode: str, cell_options: dict, *, recorded: bool) -> dict:
         raise ValueError(
             f"activation={options['activation']!r}: torch's {kind} has {' or '.join(activations)}"
         )
+    if options.get("gate_activation", "sigmoid") != "sigmoid":
+        raise ValueError(f"gate_activation={options['gate_activation']!r}: torch's {kind} "
+                         "has sigmoid gates")
     for name in ("cell_clip", "proj_clip"):
         if options.get(name) is not None:
             raise ValueError(f"{name}={options[name]}: torch's nn.LSTM does not clip")
