@@ -24,17 +24,19 @@ jax.config.update("jax_enable_x64", True)  # float64: differences are the method
 BATCH, TIME, FEATURES, HIDDEN, DEVICES = 3, 32, 3, 4, 8
 F64 = jnp.float64
 
-# name: (cell, sharded method, reverse, with initial_state)
+# name: (cell, sharded method, reverse, with initial_state); each with lengths and resets.
 CASES = {
-    "mingru": (lambda: rs.mingru(FEATURES, HIDDEN, param_dtype=F64), "auto", False, True),
     "mingru_reverse": (lambda: rs.mingru(FEATURES, HIDDEN, param_dtype=F64), "associative", True, True),
-    "lru": (lambda: rs.lru(FEATURES, HIDDEN, param_dtype=F64), "auto", False, False),
     "gru_newton": (lambda: rs.gru(FEATURES, HIDDEN, param_dtype=F64), "newton", False, True),
+    "lstm_newton_reverse": (lambda: rs.lstm(FEATURES, HIDDEN, param_dtype=F64), "newton", True, True),
+    "gru_pipeline_reverse": (lambda: rs.gru(FEATURES, HIDDEN, param_dtype=F64), "scan", True, True),
+}
+SLOW_CASES = {  # tests/test_sequence_parallel.py runs these with -m slow
+    "mingru": (lambda: rs.mingru(FEATURES, HIDDEN, param_dtype=F64), "auto", False, True),
+    "lru": (lambda: rs.lru(FEATURES, HIDDEN, param_dtype=F64), "auto", False, False),
     "gru_newton_reverse": (lambda: rs.gru(FEATURES, HIDDEN, param_dtype=F64), "newton", True, False),
     "lstm_newton": (lambda: rs.lstm(FEATURES, HIDDEN, param_dtype=F64), "newton", False, True),
-    "lstm_newton_reverse": (lambda: rs.lstm(FEATURES, HIDDEN, param_dtype=F64), "newton", True, True),
-    "lstm_pipeline": (lambda: rs.lstm(FEATURES, HIDDEN, param_dtype=F64), "scan", False, True),
-    "gru_pipeline_reverse": (lambda: rs.gru(FEATURES, HIDDEN, param_dtype=F64), "scan", True, True),
+    "lstm_pipeline": (lambda: rs.lstm(FEATURES, HIDDEN, param_dtype=F64), "sequential", False, True),
 }
 
 
@@ -59,7 +61,7 @@ def loss(ys, state):
 
 
 def compare(name):
-    make, method, reverse, with_h0 = CASES[name]
+    make, method, reverse, with_h0 = {**CASES, **SLOW_CASES}[name]
     cell = make()
     params = cell.init(jax.random.PRNGKey(1))
     xs, lengths, resets, h0 = inputs(cell, params, with_h0)
@@ -80,10 +82,13 @@ def compare(name):
                                   in_specs=(P(), P(None, "seq"), P(), P(), P(None, "seq")),
                                   out_specs=(P(None, "seq"), P())))
     run = lambda p, x, h: split(p, x, h, lengths, sharded_resets)
-    expected, got = whole(params, xs, h0), run(params, sharded_xs, h0)
-    grads = lambda f, x: jax.grad(lambda p, x, h: loss(*f(p, x, h)), argnums=(0, 1, 2)
-                                  if h0 is not None else (0, 1))(params, x, h0)
-    g_expected, g_got = grads(whole, xs), grads(run, sharded_xs)
+    # One compilation a side: the outputs and the gradient with respect to
+    # params, xs and (where given) the initial state.
+    argnums = (0, 1, 2) if h0 is not None else (0, 1)
+    value_and_grad = lambda f, x: jax.jit(jax.grad(lambda p, x, h: (loss(*f(p, x, h)), f(p, x, h)),
+                                                   argnums=argnums, has_aux=True))(params, x, h0)
+    g_expected, expected = value_and_grad(whole, xs)
+    g_got, got = value_and_grad(run, sharded_xs)
     err = lambda a, b: max(float(jnp.max(jnp.abs(jnp.asarray(x) - jnp.asarray(y))))
                            for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
     return {"ys": err(expected[0], got[0]), "state": err(expected[1], got[1]),
