@@ -17,7 +17,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from rnnscan import tree
+from rnnscan import shards, tree
 from rnnscan.cell import LinearRecurrence, split_step
 from rnnscan.plan import Operands, Plan
 from rnnscan.validation import check_same_structure
@@ -27,16 +27,22 @@ def run(plan: Plan, params, ops: Operands):
     """The `"associative"` strategy: `(final_state, outputs)` as `rnnscan.scan.run`
     returns them, for a cell whose `SplitStep.linear` is set."""
     return associative_scan(split_step(plan.cell).linear, params, ops, reverse=plan.reverse,
-                            return_all_states=plan.return_all_states)
+                            return_all_states=plan.return_all_states, axis_name=plan.axis_name)
 
 
 def associative_scan(recurrence: LinearRecurrence, params, ops: Operands, *,
-                     reverse: bool = False, return_all_states: bool = False):
+                     reverse: bool = False, return_all_states: bool = False,
+                     axis_name=None):
     """Runs `recurrence` over `ops` with `jax.lax.associative_scan`.
 
     The semantics of the sequential scan: where `ops.resets` is true the state is
     `ops.reset_state` before the step is read, and a step where `ops.valid` is
     false leaves the state alone and outputs zero.
+
+    With `axis_name` (inside `shard_map`), `ops` is this shard's slice of the
+    time axis sharded over that mesh axis (`rnnscan.shards`): each shard scans
+    its slice, the shards' composed maps are exchanged, and each shard applies
+    the state entering it; the final state is the global one.
 
     Returns:
       What `lax.scan` returns for the sequential loop: `(final_state, ys)`, or
@@ -83,9 +89,22 @@ def associative_scan(recurrence: LinearRecurrence, params, ops: Operands, *,
     # h_t = A_t * h0 + C_t * r + B_t: A_t, the coefficient of h0, is zero from
     # the first reset on, and C_t, that of r, restarts at each reset.
     linear = to_linear(log)
-    hs = jax.tree_util.tree_map(lambda a, b, h: linear(a) * h + linear(b), a, b, h0)
-    if c:
-        hs = jax.tree_util.tree_map(lambda h, c, r: h + linear(c) * r, hs, c[0], ops.reset_state)
+
+    def states(h):
+        """Every step's state from the state `h` before the first."""
+        hs = jax.tree_util.tree_map(lambda a, b, h: linear(a) * h + linear(b), a, b, h)
+        return hs if not c else jax.tree_util.tree_map(lambda h, c, r: h + linear(c) * r,
+                                                       hs, c[0], ops.reset_state)
+
+    axis = None if axis_name is None else shards.Axis(axis_name, reverse)
+    if axis is not None:
+        # This shard's steps composed, h_out = A h_in + B: A where its scan
+        # ends, and B the state there from h_in = 0.
+        end = (lambda v: v[0]) if reverse else (lambda v: v[-1])
+        summary = (jax.tree_util.tree_map(lambda a: linear(end(a)), a),
+                   jax.tree_util.tree_map(end, states(tree.fill(h0, 0.0))))
+        h0 = shards.carry(axis, summary, h0, jnp.multiply)
+    hs = states(h0)
 
     ys = hs if recurrence.readout is None else recurrence.readout(params, hs, xs)
     if valid is not None:
@@ -93,6 +112,8 @@ def associative_scan(recurrence: LinearRecurrence, params, ops: Operands, *,
     # The final state is the last in scan order; h0 if there are no steps.
     last = (lambda h: h[0]) if reverse else (lambda h: h[-1])
     h_final = h0 if time == 0 else jax.tree_util.tree_map(last, hs)
+    if axis is not None:
+        h_final = shards.from_last(axis, h_final)
     return h_final, ((ys, hs) if return_all_states else ys)
 
 

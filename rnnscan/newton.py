@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from rnnscan import tree
+from rnnscan import shards, tree
 from rnnscan.cell import split_step
 from rnnscan.newton_options import (AUTO_FULL_MAX, DEFAULT_MAX_ITERATIONS, Newton, NewtonInfo,
                                     newton_options)
@@ -61,12 +61,13 @@ def run(plan: Plan, params, ops: Operands):
     reset_state = ops.h0 if ops.reset_state is None else ops.reset_state  # unused without resets
     return newton_scan(step, params, xs, ops.h0, ops.valid, ops.resets, reset_state,
                        reverse=plan.reverse, return_all_states=plan.return_all_states,
-                       options=plan.newton, diagonal_jacobian=bool(split and split.diagonal_jacobian))
+                       options=plan.newton, diagonal_jacobian=bool(split and split.diagonal_jacobian),
+                       axis=plan.axis_name and shards.Axis(plan.axis_name, plan.reverse))
 
 
 def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bool,
                 return_all_states: bool, options: Newton = Newton(),
-                diagonal_jacobian: bool = False):
+                diagonal_jacobian: bool = False, axis: shards.Axis | None = None):
     """Runs `step` over time-major `xs` by Newton iterations; `lax.scan`'s results.
 
     Args:
@@ -83,6 +84,10 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
       diagonal_jacobian: the step's Jacobian is diagonal per unit: with the
         state's L leaves all of size n, unit u of each leaf depends only on unit
         u of every leaf (L x L blocks, exact): `SplitStep.diagonal_jacobian`.
+      axis: inside `shard_map`, the mesh axis (and direction) the time axis is
+        sharded over (`rnnscan.shards`): every linear recurrence runs on the
+        sharded associative scan, the sequential fallback as a relay, and the
+        convergence test reads every shard; `h_final` is the global one.
 
     Returns:
       `(h_final, ys)` or `(h_final, (ys, states))`, time-major, as `lax.scan`
@@ -107,7 +112,12 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
     layout = _layout(options.jacobian, diagonal_jacobian, h0, n)
     backward_layout = layout if layout[2] else (1, n, True) if n <= AUTO_FULL_MAX else None
     tol = options.tolerance or 8 * float(jnp.finfo(flat(h0).dtype).eps)
-    cap = min(time, options.max_iterations or DEFAULT_MAX_ITERATIONS)
+    whole_time = time if axis is None else time * jax.lax.axis_size(axis.name)
+    cap = min(whole_time, options.max_iterations or DEFAULT_MAX_ITERATIONS)
+    if axis is not None and backward_layout is None:
+        raise ValueError(f"jacobian={options.jacobian!r} on a dense state of {n} > {AUTO_FULL_MAX} "
+                         "numbers has a sequential adjoint, which has no sequence-parallel form: "
+                         "use jacobian='full', or a cell with a diagonal Jacobian")
 
     def states_map(params, h_prev, xs, reset_v, valid, resets):
         return steps(params, h_prev, xs, reset_v, valid, resets)[0]
@@ -120,9 +130,10 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
 
         def sequential():
             one = lambda v, inputs: (masked_step(params, v, inputs[0], reset_v, *inputs[1:])[0],) * 2
-            return jax.lax.scan(one, h0_v, (xs, valid, resets))[1]
+            run = lambda h: jax.lax.scan(one, h, (xs, valid, resets))
+            return (run(h0_v) if axis is None else shards.pipeline(axis, run, h0_v))[1]
 
-        return _solve(f, sequential, h0_v, time, layout, options.damping, tol, cap)
+        return _solve(f, sequential, h0_v, time, layout, options.damping, tol, cap, axis)
 
     def solve_fwd(*args):
         out = solve(*args)
@@ -130,7 +141,7 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
 
     def solve_bwd(res, cotangents):
         params, xs, h0_v, reset_v, valid, resets, hs = res
-        g, h_prev = cotangents[0], _shift(h0_v, hs)
+        g, h_prev = cotangents[0], shards.shift(axis, h0_v, hs)
         if backward_layout is None:
             adjoint = _sequential_adjoint(
                 lambda v, x, ok, reset: masked_step(params, v, x, reset_v, ok, reset)[0],
@@ -140,20 +151,29 @@ def newton_scan(step, params, xs, h0, valid, resets, reset_state, *, reverse: bo
                                 h_prev)[1]
             jac = _jacobian(lin, h_prev, backward_layout)
             # λ_t = g_t + J_{t+1}^T λ_{t+1}: the transposed blocks, one step later.
-            a = jnp.concatenate([jnp.swapaxes(jac[1:], -1, -2), jnp.zeros_like(jac[:1])])
+            after = jnp.zeros_like(jac[0]) if axis is None else shards.from_after(axis, jac[0])
+            a = jnp.swapaxes(jnp.concatenate([jac[1:], after[None]]), -1, -2)
             adjoint = _from_blocks(_linear_recurrence(a, _to_blocks(g, backward_layout),
-                                                      reverse=True), backward_layout)
+                                                      reverse=True, axis=axis), backward_layout)
         _, vjp = jax.vjp(lambda p, v, x, r: states_map(p, v, x, r, valid, resets),
                          params, h_prev, xs, reset_v)
         d_params, d_h_prev, d_xs, d_reset = vjp(adjoint)
-        return d_params, d_xs, d_h_prev[0], d_reset, None, None
+        d_h0 = d_h_prev[0]
+        if axis is not None:  # the other shards' first steps read the shard before
+            d_h0 = jnp.where(shards.position(axis)[0] == shards.position(axis)[2], d_h0, 0)
+        return d_params, d_xs, d_h0, d_reset, None, None
 
     solve.defvjp(solve_fwd, solve_bwd)
     h0_v, reset_v = flat(h0), flat(reset_state)
+    if axis is not None:
+        # Typed as differing per shard: solve's cotangents for them are per
+        # shard, and JAX sums them over the shards.
+        params, h0_v, reset_v = shards.varying(axis, (params, h0_v, reset_v))
     if time:
         hs, info = solve(params, xs, h0_v, reset_v, valid, resets)
         info = jax.tree_util.tree_map(jax.lax.stop_gradient, info)
-        h_prev, h_final = _shift(h0_v, hs), unflat(hs[-1])
+        h_prev, h_final = shards.shift(axis, h0_v, hs), unflat(hs[-1])
+        h_final = h_final if axis is None else shards.from_last(axis, h_final)
     else:
         hs = h_prev = jnp.zeros((0,) + h0_v.shape, h0_v.dtype)
         info, h_final = NewtonInfo(jnp.int32(0), jnp.zeros((), h0_v.dtype), jnp.bool_(True)), h0
@@ -202,12 +222,13 @@ def _jacobian(lin, v, layout):
     chunk = max(1, _CHUNK_ELEMENTS // v.size)
     if not exact:
         # The diagonal of a dense Jacobian: entry j of the product with e_j.
-        entry = lambda j: lin(jnp.broadcast_to(jax.nn.one_hot(j, n, dtype=v.dtype), v.shape))[..., j]
+        entry = lambda j: lin(shards.varying_like(
+            jnp.broadcast_to(jax.nn.one_hot(j, n, dtype=v.dtype), v.shape), v))[..., j]
         return jnp.moveaxis(_map(entry, n, chunk), 0, -1)[..., None, None]
     # Column j of every block at once: the product with e_j in every unit.
-    column = lambda j: _to_blocks(lin(jnp.broadcast_to(
+    column = lambda j: _to_blocks(lin(shards.varying_like(jnp.broadcast_to(
         _from_blocks(jnp.broadcast_to(jax.nn.one_hot(j, k, dtype=v.dtype), (units, k)), layout),
-        v.shape)), layout)
+        v.shape), v)), layout)
     return jnp.moveaxis(_map(column, k, chunk), 0, -1)
 
 
@@ -218,9 +239,10 @@ def _map(f, count, chunk):
     return jax.lax.map(f, jnp.arange(count), batch_size=chunk)
 
 
-def _linear_recurrence(a, b, reverse=False):
+def _linear_recurrence(a, b, reverse=False, axis=None):
     """`x_t = a_t x_{t-1} + b_t` from `x = 0`, blocks `a` `(T, ..., k, k)`, `b`
-    `(T, ..., k)`, on `lax.associative_scan`."""
+    `(T, ..., k)`, on `lax.associative_scan`; sharded over `axis` (in the scan's
+    order; `reverse` runs against it) with each shard's summary (`shards.carry`)."""
     if a.shape[-1] == 1:
         a = a[..., 0]
         apply = compose_a = jnp.multiply
@@ -232,27 +254,28 @@ def _linear_recurrence(a, b, reverse=False):
         (a1, b1), (a2, b2) = earlier, later
         return compose_a(a2, a1), apply(a2, b1) + b2
 
-    return jax.lax.associative_scan(compose, (a, b), reverse=reverse)[1]
+    a, b = jax.lax.associative_scan(compose, (a, b), reverse=reverse)
+    if axis is None:
+        return b
+    end = 0 if reverse else -1
+    x_in = shards.carry(axis.flipped() if reverse else axis, (a[end], b[end]),
+                        jnp.zeros_like(b[0]), apply)
+    return apply(a, x_in[None]) + b
 
 
-def _shift(h0_v, hs):
-    """The state each step reads: `h0` then the states before the last."""
-    return jnp.concatenate([h0_v[None], hs[:-1]])
-
-
-def _solve(states_map, sequential, h0_v, time, layout, damping, tol, cap):
+def _solve(states_map, sequential, h0_v, time, layout, damping, tol, cap, axis):
     """The states `(time, batch, n)` that `states_map(h_prev) = h` solves, and info;
     from `sequential()` where the iterations did not converge within `cap`."""
 
-    residual = lambda h: states_map(_shift(h0_v, h)) - h
-
-    worst = lambda r: jnp.max(jnp.abs(r), axis=(0, 2))  # per row
+    residual = lambda h: states_map(shards.shift(axis, h0_v, h)) - h
+    largest = lambda v, **where: shards.global_max(axis, jnp.max(jnp.abs(v), **where))
+    worst = lambda r: largest(r, axis=(0, 2))  # per row
 
     def body(carry):
         it, h, r, lam = carry
-        fh, lin = jax.linearize(states_map, _shift(h0_v, h))
+        fh, lin = jax.linearize(states_map, shards.shift(axis, h0_v, h))
         jac = _jacobian(lin, h, layout) / (1 + lam)[:, None, None, None]
-        h_new = h + _from_blocks(_linear_recurrence(jac, _to_blocks(r, layout)), layout)
+        h_new = h + _from_blocks(_linear_recurrence(jac, _to_blocks(r, layout), axis=axis), layout)
         r_new = residual(h_new)
         ok = jnp.isfinite(worst(r_new)) & (worst(r_new) <= worst(r))
         # A rejected row takes the fixed-point step h_t = f(h_{t-1}) instead.
@@ -262,7 +285,7 @@ def _solve(states_map, sequential, h0_v, time, layout, damping, tol, cap):
         lam = jnp.where(ok, jnp.maximum(lam / 4, damping), jnp.maximum(4 * lam, 1.0))
         return it + 1, h_next, r_next, lam
 
-    converged = lambda h, r: jnp.max(jnp.abs(r)) <= tol * jnp.maximum(1, jnp.max(jnp.abs(h)))
+    converged = lambda h, r: largest(r) <= tol * jnp.maximum(1, largest(h))
 
     def cond(carry):
         it, h, r, _ = carry
@@ -272,7 +295,7 @@ def _solve(states_map, sequential, h0_v, time, layout, damping, tol, cap):
     lam = jnp.full(h0_v.shape[:1], damping, h0_v.dtype)
     it, h, r, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), h, residual(h), lam))
     done = converged(h, r)
-    return jax.lax.cond(done, lambda: h, sequential), NewtonInfo(it, jnp.max(jnp.abs(r)), done)
+    return jax.lax.cond(done, lambda: h, sequential), NewtonInfo(it, largest(r), done)
 
 
 def _sequential_adjoint(one_step, h_prev, xs, valid, resets, g):

@@ -37,6 +37,9 @@ class Plan(NamedTuple):
         (forward and reverse mode) replace `strategy`'s, where one was measured
         faster for the values and the other for forward+backward; None: the
         strategy's own.
+      axis_name: the mesh axis the time axis is sharded over, inside
+        `shard_map` (`"associative"` and `"newton"`; set by
+        `rnnscan.sequence_parallel`); None: the whole sequence is here.
     """
 
     strategy: str
@@ -52,6 +55,7 @@ class Plan(NamedTuple):
     groups: int = 1
     newton: Any = None
     derivatives: Optional[str] = None
+    axis_name: Optional[str] = None
 
 
 class Operands(NamedTuple):
