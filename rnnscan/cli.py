@@ -28,6 +28,7 @@ from rnnscan import train  # its modules load on first use: `info` and `bench` n
 from rnnscan.arguments import clip_norm, non_negative_int, positive_float, positive_int
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
+from rnnscan.bench import tune
 
 # Settings that may change when a run resumes; any other difference is another run.
 RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out", "restart_if_damaged")
@@ -301,6 +302,8 @@ COMMANDS = {
                     lambda parser: None, run_info),
     "bench": Command("benchmark rnnscan against torch, flax, haiku and a plain scan",
                      add_bench_arguments, run_bench),
+    "tune": Command("time the CPU kernel against the scan for your shapes; method='auto' follows",
+                    tune.add_arguments, tune.run),
 }
 
 
