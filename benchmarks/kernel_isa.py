@@ -6,15 +6,19 @@
 `--cell gru` times `rs.gru`'s kernel (reset_after, torch's `nn.GRU`) on the same
 rows; its figures fill `rnnscan.kernels.speed.GRU`.
 
+    python benchmarks/kernel_isa.py --isas avx2 --rows 4,5,6,7,8,9   # an AVX2 CPU
+
 Each instruction set runs in its own process: `avx512` natively; `avx2`
-emulated on an AVX-512 CPU, with the kernel's AVX2 variant
+natively on an AVX2 CPU, else emulated on an AVX-512 CPU, with the kernel's AVX2 variant
 (`RNNSCAN_KERNEL_ISA=avx2`), XLA:CPU held to AVX2 (`XLA_FLAGS=--xla_cpu_max_isa=AVX2`)
 and torch too (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`). Per row and
 mode the three take turns, round by round (`--reps` calls each, after a warm-up:
 torch's threads spin for a while after its call, so the first call after it
 is slowed), so all see the same load on a shared machine; the table gives the
 medians over every call and the median of the per-round ratios of the
-per-round medians (scan / kernel, torch / kernel: above 1, the kernel is faster). Writes benchmarks/results/NAME.json and NAME.md.
+per-round medians (scan / kernel, torch / kernel: above 1, the kernel is faster),
+the share of the CPU's peak FLOP/s each reached, and the load average then.
+Writes benchmarks/results/NAME.json and NAME.md.
 """
 
 from __future__ import annotations
@@ -32,8 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rnnscan.bench.run import EMULATION as BENCH_EMULATION  # noqa: E402
 
 # (batch, time, input, hidden, padded): padded rows have lengths in [time/2, time].
+# 0-3: BENCHMARKS.md's small, mid, mid padded, medium; 4-8: batches 1 to 8 of
+# the latency row (one row per core and fewer: the threads split the units);
+# 9: DeepBench's LSTM; 10: large (matmul-bound, slow: name it with --rows).
 ROWS = [(16, 128, 128, 128, False), (32, 128, 256, 256, False), (32, 128, 256, 256, True),
-        (64, 256, 512, 512, False)]
+        (64, 256, 512, 512, False),
+        (1, 1024, 256, 256, False), (2, 1024, 256, 256, False), (4, 1024, 256, 256, False),
+        (6, 1024, 256, 256, False), (8, 1024, 256, 256, False),
+        (128, 25, 1024, 1024, False), (128, 512, 1024, 1024, False)]
+DEFAULT_ROWS = "0,1,2,3,4,5,6,7,8,9"
 # The native run, and AVX2 emulated as `rnnscan bench --isa avx2` does.
 EMULATION = {"avx512": BENCH_EMULATION["native"], "avx2": BENCH_EMULATION["avx2"]}
 RESULTS = Path(__file__).parent / "results"
@@ -108,8 +119,8 @@ def measure(isa: str, rounds: int, reps: int, rows, cell_name: str = "lstm") -> 
                 fn()
                 compile_s[name] = time.perf_counter() - start
             times = {name: [] for name in fns}  # per round, its calls
-            for _ in range(rounds):
-                for name, fn in fns.items():
+            for round_ in range(rounds):  # the order alternates round by round
+                for name, fn in list(fns.items())[::1 if round_ % 2 else -1]:
                     calls = []
                     for _ in range(reps):
                         start = time.perf_counter()
@@ -120,31 +131,49 @@ def measure(isa: str, rounds: int, reps: int, rows, cell_name: str = "lstm") -> 
             ratio = lambda peer: statistics.median(
                 statistics.median(a) / statistics.median(b)
                 for a, b in zip(times[peer], times["kernel"]))
+            flops = (2 if mode == "fwd" else 6) * batch * time_ * gates(cell_name) * hidden * (
+                features + hidden)  # backward: twice the forward's products
             out.append(dict(isa=isa, cell=cell_name, batch=batch, time=time_, input=features, hidden=hidden,
                             padded=padded, mode=mode, ms=ms, scan_over_kernel=ratio("scan"),
                             torch_over_kernel=ratio("torch"), first_call_s=compile_s,
-                            rounds=rounds, reps=reps))
+                            rounds=rounds, reps=reps, load=os.getloadavg(),
+                            gflops={k: flops / v / 1e6 for k, v in ms.items()}))
             print(json.dumps(out[-1]), file=sys.stderr, flush=True)
     return out
 
 
+def gates(cell_name: str) -> int:
+    return 3 if cell_name == "gru" else 4
+
+
 def cpu() -> dict:
+    """The CPU: model, flags, cores, clock (/proc/cpuinfo's MHz) and its peak
+    float32 FLOP/s (2 FMA units x lanes x 2 flops a cycle per core; lanes 8 with
+    AVX2, 16 with AVX-512: Zen 4's 512-bit FMAs are double-pumped, so an
+    AVX-512 peak is an upper bound there)."""
     from rnnscan.kernels import loader
 
-    return {"model": loader.cpu_model(), "flags": sorted(loader.cpu_flags()),
-            "cores": len(os.sched_getaffinity(0))}
+    flags, cores = loader.cpu_flags(), len(os.sched_getaffinity(0))
+    mhz = next((float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("cpu MHz")), 0.0) if Path("/proc/cpuinfo").exists() else 0.0
+    lanes = 16 if "avx512f" in flags else 8 if "fma" in flags else 4
+    return {"model": loader.cpu_model(), "flags": sorted(flags), "cores": cores, "mhz": mhz,
+            "peak_gflops": cores * 2 * lanes * 2 * mhz / 1e3}
 
 
-def table(results: list[dict]) -> str:
-    lines = ["| isa | row | mode | kernel ms | scan ms | torch ms | scan/kernel | torch/kernel |",
-             "|---|---|---|---|---|---|---|---|"]
+def table(results: list[dict], peak: float) -> str:
+    """Markdown: times, ratios, the kernel's and torch's share of the CPU's peak, the load."""
+    lines = ["| isa | row | mode | kernel ms | scan ms | torch ms | scan/kernel | torch/kernel "
+             "| kernel, torch % of peak | load |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         row = (f"{r.get('cell', 'lstm').upper()} "
                f"{r['batch']}x{r['time']}x{r['input']}->{r['hidden']}")
         row += " lengths [T/2, T]" if r["padded"] else ""
         lines.append(f"| {r['isa']} | {row} | {r['mode']} | {r['ms']['kernel']:.2f} | "
                      f"{r['ms']['scan']:.2f} | {r['ms']['torch']:.2f} | "
-                     f"{r['scan_over_kernel']:.2f} | {r['torch_over_kernel']:.2f} |")
+                     f"{r['scan_over_kernel']:.2f} | {r['torch_over_kernel']:.2f} | "
+                     f"{100 * r['gflops']['kernel'] / peak:.0f}, "
+                     f"{100 * r['gflops']['torch'] / peak:.0f} | {r['load'][0]:.1f} |")
     return "\n".join(lines)
 
 
@@ -155,7 +184,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=5, help="calls per program per round")
     parser.add_argument("--isas", default="avx512,avx2")
-    parser.add_argument("--rows", default="all", help="comma-separated row indices, or all")
+    parser.add_argument("--rows", default=DEFAULT_ROWS,
+                        help=f"comma-separated indices into ROWS, or all (default {DEFAULT_ROWS})")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.name = args.name or ("kernel_isa_cpu" if args.cell == "lstm" else "kernel_isa_gru_cpu")
@@ -180,10 +210,13 @@ def main():
               "emulation": EMULATION, "results": results}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=1))
+    peak = record["cpu"]["peak_gflops"] or float("nan")
     (RESULTS / f"{args.name}.md").write_text(
-        f"# {args.name}\n\nCPU: {record['cpu']['model']}, {record['cpu']['cores']} cores; "
-        f"jax {jax.__version__}, torch {torch.__version__}.\n\n{table(results)}\n")
-    print(table(results))
+        f"# {args.name}\n\nCPU: {record['cpu']['model']}, {record['cpu']['cores']} cores at "
+        f"{record['cpu']['mhz']:.0f} MHz (peak {peak:.0f} GFLOP/s float32); jax "
+        f"{jax.__version__}, torch {torch.__version__}. Load: 1-minute load average when the "
+        f"row was timed.\n\n{table(results, peak)}\n")
+    print(table(results, peak))
 
 
 if __name__ == "__main__":

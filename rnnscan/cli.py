@@ -25,6 +25,7 @@ from rnnscan.train import rundir
 from rnnscan.arguments import clip_norm, non_negative_int, positive_float, positive_int
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
+from rnnscan.bench import tune
 
 WARMUP_STEPS = 100
 EVAL_BATCHES = 4
@@ -253,6 +254,8 @@ COMMANDS = {
                     lambda parser: None, run_info),
     "bench": Command("benchmark rnnscan against torch, flax, haiku and a plain scan",
                      add_bench_arguments, run_bench),
+    "tune": Command("time the CPU kernel against the scan for your shapes; method='auto' follows",
+                    tune.add_arguments, tune.run),
 }
 
 

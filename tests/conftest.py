@@ -3,6 +3,7 @@
 import contextlib
 import io
 import os
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +19,10 @@ import pytest
 if os.environ.get("RNNSCAN_TEST_XLA_OPTIMIZE") != "1":
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     jax.config.update("jax_disable_most_optimizations", True)
+
+# `rnnscan tune`'s cache of kernel timings (`rnnscan.kernels.speed`): the tests
+# read none the user wrote.
+os.environ["RNNSCAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnscan-test-cache-")
 
 # A small charlm run of `rnnscan train`: a record every step, an eval every
 # second step and a checkpoint every second step.

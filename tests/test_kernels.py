@@ -241,7 +241,7 @@ def test_forward_mode_second_order_and_vmap(variant):
 
 @pytest.mark.parametrize("threads,time_major", [(13, True)])
 def test_rows_split_over_threads_change_nothing(variant, monkeypatch, threads, time_major):
-    """Each thread steps its own block of rows; 13 rows in 13 blocks, padded."""
+    """Each thread steps its own block of rows (of 4 at least): 13 in 3 blocks, padded."""
     cell, params, xs, h0 = problem(batch=13, hidden=16)
     lengths, resets = masks(13, 7)
     swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
@@ -255,6 +255,46 @@ def test_rows_split_over_threads_change_nothing(variant, monkeypatch, threads, t
     split = jax.jit(lambda p: (run(p)[:2], jax.grad(loss)(p)))(params)
     for g, w in zip(jax.tree_util.tree_leaves(split), jax.tree_util.tree_leaves(one)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+# (batch, hidden, threads, time_major, reverse, padded): a few rows, so the
+# threads split the units of every step; hidden sizes that split unevenly in
+# lanes (forward) and in panels of 4 lanes (backward) on avx2 and baseline.
+SMALL_BATCHES = [(1, 40, 2, False, False, False), (2, 72, 3, True, True, True),
+                 (3, 40, 2, False, True, True)]
+
+
+@per_variant(["batch", "hidden", "threads", "time_major", "reverse", "padded"], SMALL_BATCHES,
+             covering=set(SMALL_BATCHES))
+def test_units_split_over_threads_on_few_rows(variant, monkeypatch, batch, hidden, threads,
+                                              time_major, reverse, padded):
+    """Values and gradients (inputs, weights, both states, the reset state)
+    against the loop in jax.numpy when the threads share each step's units."""
+    cell, params, xs, h0 = problem(batch=batch, time=9, hidden=hidden, seed=5)
+    lengths, resets = masks(batch, 9, seed=5) if padded else (None, None)
+    reset_state = tuple(h0[::-1]) if padded else None
+    cot = np.random.default_rng(6).normal(size=(batch, 9, hidden)).astype(np.float32)
+    swap = (lambda a: jnp.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
+
+    def kernel(p, x, h0, reset_state):
+        ys, final, _ = kernel_run(p, swap(x), h0, reverse=reverse, time_major=time_major,
+                                  lengths=lengths, resets=None if resets is None else swap(resets),
+                                  reset_state=None if reset_state is None
+                                  else rs.LSTMState(*reset_state))
+        return swap(ys), tuple(final)
+
+    loop = lambda p, x, h0, r: loop_in_jax(p, x, h0, reverse, lengths, resets, r)
+    both = lambda run: jax.jit(lambda *a: (run(*a), jax.grad(
+        lambda *a: jnp.sum(run(*a)[0] * cot) + jnp.sum(jnp.sin(run(*a)[1][1])),
+        argnums=(0, 1, 2, 3))(*a)))
+    monkeypatch.setattr(primitives, "threads", lambda *sizes: threads)
+    jax.clear_caches()
+    args = (params, xs, tuple(h0), reset_state)
+    assert uses_kernel(kernel, *args) and uses_kernel(
+        jax.grad(lambda *a: jnp.sum(kernel(*a)[0])), *args, target="rnnscan_lstm_backward")
+    for g, w in zip(jax.tree_util.tree_leaves(both(kernel)(*args)),
+                    jax.tree_util.tree_leaves(both(loop)(*args))):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_nan_propagates(variant):

@@ -222,7 +222,7 @@ def test_forward_mode_second_order_and_vmap(variant, second_order):
 
 @pytest.mark.slow
 def test_rows_split_over_threads_change_nothing(variant, monkeypatch):
-    """Each thread steps its own block of rows; 13 rows in 13 blocks, padded."""
+    """Each thread steps its own block of rows (of 4 at least): 13 in 3 blocks, padded."""
     cell, params, xs, h0 = problem(batch=13, hidden=16)
     lengths, resets = masks(13, 6)
     run = lambda p: kernel_run(p, xs, h0, lengths=lengths, resets=resets)
@@ -232,6 +232,34 @@ def test_rows_split_over_threads_change_nothing(variant, monkeypatch):
     jax.clear_caches()
     assert uses_kernel(run, params, target=FORWARD)
     close(both(params), one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch, hidden, threads, reverse, padded",
+                         [(1, 40, 2, False, False), (3, 72, 3, True, True)])
+def test_units_split_over_threads_on_few_rows(each_variant, monkeypatch, batch, hidden, threads,
+                                              reverse, padded):
+    """Values and gradients against the loop in jax.numpy when the threads share
+    each step's units (a few rows; unit counts that split unevenly)."""
+    cell, params, xs, h0 = problem(batch=batch, time=9, hidden=hidden, seed=5)
+    lengths, resets = masks(batch, 9, seed=5) if padded else (None, None)
+    reset_state = h0[::-1].copy() if padded else None
+    cot = np.random.default_rng(6).normal(size=(batch, 9, hidden)).astype(np.float32)
+
+    def kernel(p, x, h0, reset_state):
+        ys, final, _ = kernel_run(p, x, h0, reverse=reverse, lengths=lengths, resets=resets,
+                                  reset_state=reset_state)
+        return ys, final
+
+    loop = lambda p, x, h0, r: loop_in_jax(p, x, h0, reverse, lengths, resets, r)
+    both = lambda run: jax.jit(lambda *a: (run(*a), jax.grad(
+        lambda *a: jnp.sum(run(*a)[0] * cot) + jnp.sum(jnp.sin(run(*a)[1])),
+        argnums=(0, 1, 2, 3))(*a)))
+    monkeypatch.setattr(primitives, "threads", lambda *sizes: threads)
+    jax.clear_caches()
+    args = (params, xs, h0, reset_state)
+    assert uses_kernel(kernel, *args, target=FORWARD) and uses_kernel(
+        jax.grad(lambda *a: jnp.sum(kernel(*a)[0])), *args, target=BACKWARD)
+    close(both(kernel)(*args), both(loop)(*args), rtol=1e-4, atol=1e-4)
 
 
 def test_unroll_runs_the_kernel_as_the_scan_does(variant):

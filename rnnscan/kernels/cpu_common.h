@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -190,14 +191,15 @@ void with_tile_rows(int64_t n, F f) {
 constexpr int64_t kProjectedFloats = int64_t{1} << 18;
 
 // x @ w_ih for a chunk of `steps` steps (step k at time(k); steps at or past
-// `longest` skipped), rows `tiles`, into out(k, r0) (rows kGates * H apart;
-// unit u's kGates * kLanes columns at kGates * u). It runs ahead of the
-// recurrence panel by panel of w_ih, so that w_ih and w_hh take turns in cache
-// per chunk rather than per step.
+// `longest` skipped), rows `tiles`, units [u0, u1), into out(k, r0) (rows
+// kGates * (u1 - u0) apart; unit u's kGates * kLanes columns at kGates * (u -
+// u0)). It runs ahead of the recurrence panel by panel of w_ih, so that w_ih
+// and w_hh take turns in cache per chunk rather than per step.
 template <int kGates, typename Time, typename Out>
 void project_inputs(const float* x, const Sequence& s, int64_t I, const float* w_ih,
-                    const Tiles& tiles, int64_t steps, int64_t longest, Time time, Out out) {
-  for (int64_t u = 0; u < s.H; u += kLanes)
+                    const Tiles& tiles, int64_t u0, int64_t u1, int64_t steps, int64_t longest,
+                    Time time, Out out) {
+  for (int64_t u = u0; u < u1; u += kLanes)
     for (int64_t k = 0; k < steps; ++k) {
       if (time(k) >= longest) continue;
       for (int64_t tile = 0; tile < tiles.count; ++tile) {
@@ -205,7 +207,7 @@ void project_inputs(const float* x, const Sequence& s, int64_t I, const float* w
         with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
           product_tile<R(), kGates>(x + s.at(time(k), r0, I), s.row_stride(I),
                                     w_ih + u * kGates * I, kGates * kLanes, I,
-                                    out(k, r0) + kGates * u, kGates * s.H);
+                                    out(k, r0) + kGates * (u - u0), kGates * (u1 - u0));
         });
       }
     }
@@ -233,6 +235,99 @@ void over_row_blocks(int64_t B, int64_t blocks, ffi::ThreadPool& pool, Body body
   for (int64_t i = 1; i < blocks; ++i) pool.Schedule(decltype(work)(work));
   work();
   while (progress->finished.load(std::memory_order_acquire) < blocks) std::this_thread::yield();
+}
+
+// Rows a thread steps at least, alone: with fewer, the threads split the
+// units of every step instead (a persistent RNN, Diamos et al. 2016: each
+// keeps its share of w_hh in its own cache, and they meet once per step).
+constexpr int64_t kFewRows = 4;
+
+// A wait: a pause, and after a while (the other thread may have lost its
+// core on a loaded machine) a yield.
+inline void relax(int64_t spins) {
+  if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+// The threads that share the rows: how many joined, and their meetings.
+struct Team {
+  std::atomic<int64_t> joined{1}, size{0}, arrived{0}, finished{0};
+  std::vector<float> shared;  // what every member reads (the forward's states)
+};
+
+// What one thread runs: rows [begin, end), units [u0, u1) of each step, alone
+// (team null) or as one member of a team.
+struct Part {
+  int64_t begin, end, u0, u1;
+  Team* team = nullptr;
+  int64_t round = 0;
+  // Returns once every member has called it as often (a no-op alone): what
+  // each wrote before it is visible to all after it.
+  void sync() {
+    if (team == nullptr) return;
+    const int64_t size = team->size.load(std::memory_order_relaxed);
+    const int64_t target = ++round * size;
+    team->arrived.fetch_add(1, std::memory_order_acq_rel);
+    for (int64_t spins = 0; team->arrived.load(std::memory_order_acquire) < target; ++spins)
+      relax(spins);
+  }
+  // n floats every member shares, or the thread's own `mine` alone.
+  float* shared(int64_t n, std::vector<float>& mine) {
+    if (team != nullptr) return team->shared.data();
+    mine.resize(n);
+    return mine.data();
+  }
+};
+
+// Runs body(Part&) over the B rows and H units. With enough rows, on blocks of
+// rows (over_row_blocks, at least kFewRows each); else a team of up to
+// `threads` threads splits the units, in slices of `grain`, and shares
+// `shared` floats. The team is whoever starts within a while of the call
+// (XLA's pool may be busy: a member nobody runs would stall the others), its
+// units split among those present.
+template <typename Body>
+void over_parts(int64_t B, int64_t H, int64_t grain, int64_t threads, int64_t shared,
+                ffi::ThreadPool& pool, Body body) {
+  const int64_t slices = (H + grain - 1) / grain, parts = std::min(threads, slices);
+  if (B >= 2 * kFewRows || parts < 2) {
+    over_row_blocks(B, std::min(threads, std::max<int64_t>(1, B / kFewRows)), pool,
+                    [&body, H](int64_t begin, int64_t end) {
+                      Part part{begin, end, 0, H};
+                      body(part);
+                    });
+    return;
+  }
+  auto team = std::make_shared<Team>();
+  team->shared.resize(shared);
+  auto member = [team, B, H, grain, slices, body](int64_t m, int64_t n) {
+    Part part{0, B, std::min(H, slices * m / n * grain), std::min(H, slices * (m + 1) / n * grain),
+              team.get()};
+    body(part);
+  };
+  for (int64_t i = 1; i < parts; ++i)
+    pool.Schedule([team, parts, member] {
+      const int64_t m = team->joined.fetch_add(1);
+      if (m >= parts) return;  // too late: the team started without it
+      int64_t n;
+      for (int64_t spins = 0; (n = team->size.load(std::memory_order_acquire)) == 0; ++spins)
+        relax(spins);
+      member(m, n);
+      team->finished.fetch_add(1, std::memory_order_release);
+    });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+  for (int64_t spins = 0; team->joined.load(std::memory_order_acquire) < parts &&
+                          std::chrono::steady_clock::now() < deadline; ++spins)
+    relax(spins);
+  const int64_t n = std::min(parts, team->joined.fetch_add(parts));  // no one joins after
+  team->size.store(n, std::memory_order_release);
+  member(0, n);
+  for (int64_t spins = 0; team->finished.load(std::memory_order_acquire) < n - 1; ++spins)
+    relax(spins);
 }
 
 // The sequence of a per-step array of H units' steps.

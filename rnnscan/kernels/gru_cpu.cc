@@ -80,49 +80,64 @@ void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const bool
   }
 }
 
-void forward_rows(const Forward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, G = 3 * H, S = 4 * H, rows = end - begin, T = a.s.T;
+// Part p's rows and units of every step, as the LSTM's forward_part: in a
+// team the members share h and each writes its units.
+void forward_part(const Forward& a, Part& p) {
+  const int64_t H = a.s.H, S = 4 * H, begin = p.begin, end = p.end, rows = end - begin,
+                T = a.s.T, U = p.u1 - p.u0, width = 3 * U;
   const Tiles tiles(begin, end);
   const int64_t longest = a.m.longest(begin, end, T);
-  const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, T);
+  const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * width), 1, T);
   thread_local std::vector<float> projected, state;  // kept across calls: no fresh pages
-  projected.resize(chunk * rows * G);
-  // projected[(s * rows + r) * G + 3u + L g + lane]: step s of the chunk, row r,
-  // gate g of unit u + lane.
+  projected.resize(chunk * rows * width);
+  // projected[(s * rows + r) * width + 3(u - u0) + L g + lane]: step s of the
+  // chunk, row r, gate g of unit u + lane.
   auto xp_of = [&](int64_t s, int64_t r0) {
-    return projected.data() + (s * rows + r0 - begin) * G;
+    return projected.data() + (s * rows + r0 - begin) * width;
   };
-  state.resize(2 * rows * H);
-  float *h_prev = state.data(), *h_next = h_prev + rows * H;
-  std::copy(a.h0 + begin * H, a.h0 + end * H, h_prev);
+  float* h_prev = p.shared(2 * rows * H, state);
+  float* h_next = h_prev + rows * H;
+  auto units = [&](const float* from, float* to) {  // the part's units of a row
+    std::copy(from + p.u0, from + p.u1, to + p.u0);
+  };
+  for (int64_t r = 0; r < rows; ++r) units(a.h0 + (begin + r) * H, h_prev + r * H);
+  auto time = [&](int64_t step) { return a.s.reverse ? T - 1 - step : step; };
+  auto enter = [&](int64_t t) {  // the resets of step t
+    for (int64_t r = 0; r < rows; ++r)
+      if (t < a.m.length(begin + r, T) && a.m.resets[a.s.at(t, begin + r, 1)])
+        units(a.m.h_r + (begin + r) * H, h_prev + r * H);
+  };
+  enter(time(0));
+  p.sync();
   std::unique_ptr<bool[]> valid(new bool[rows]);
   for (int64_t done = 0; done < T; done += chunk) {
     const int64_t steps = std::min(chunk, T - done);
-    auto time = [&](int64_t s) { return a.s.reverse ? T - 1 - (done + s) : done + s; };
-    project_inputs<3>(a.x, a.s, a.I, a.w_ih, tiles, steps, longest, time, xp_of);
+    auto chunk_time = [&](int64_t s) { return time(done + s); };
+    project_inputs<3>(a.x, a.s, a.I, a.w_ih, tiles, p.u0, p.u1, steps, longest, chunk_time,
+                      xp_of);
     for (int64_t s = 0; s < steps; ++s) {
-      const int64_t t = time(s);
-      for (int64_t r = 0; r < rows; ++r) {
-        valid[r] = t < a.m.length(begin + r, T);
-        if (valid[r] && a.m.resets[a.s.at(t, begin + r, 1)])
-          std::copy(a.m.h_r + (begin + r) * H, a.m.h_r + (begin + r + 1) * H, h_prev + r * H);
-      }
+      const int64_t t = chunk_time(s);
+      for (int64_t r = 0; r < rows; ++r) valid[r] = t < a.m.length(begin + r, T);
       if (t >= longest) {  // every row's state carried: no products
         for (int64_t r = 0; r < rows; ++r) {
-          std::copy(h_prev + r * H, h_prev + (r + 1) * H, a.hs + a.s.at(t, begin + r, H));
-          if (a.saved != nullptr) std::fill_n(a.saved + a.s.at(t, begin + r, S), S, 0.0f);
+          units(h_prev + r * H, a.hs + a.s.at(t, begin + r, H));
+          if (a.saved != nullptr)
+            for (int g = 0; g < 4; ++g)
+              std::fill_n(a.saved + a.s.at(t, begin + r, S) + g * H + p.u0, U, 0.0f);
         }
-        continue;
+      } else {
+        for (int64_t u = p.u0; u < p.u1; u += kLanes)
+          for (int64_t tile = 0; tile < tiles.count; ++tile) {
+            const int64_t r0 = tiles.start(tile), offset = (r0 - begin) * H;
+            with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
+              forward_tile<R()>(a, t, r0, u, valid.get() + (r0 - begin), h_prev + offset,
+                                h_next + offset, xp_of(s, r0) + 3 * (u - p.u0), width);
+            });
+          }
+        std::swap(h_prev, h_next);
       }
-      for (int64_t u = 0; u < H; u += kLanes)
-        for (int64_t tile = 0; tile < tiles.count; ++tile) {
-          const int64_t r0 = tiles.start(tile), offset = (r0 - begin) * H;
-          with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
-            forward_tile<R()>(a, t, r0, u, valid.get() + (r0 - begin), h_prev + offset,
-                              h_next + offset, xp_of(s, r0) + 3 * u, G);
-          });
-        }
-      std::swap(h_prev, h_next);
+      if (done + s + 1 < T) enter(time(done + s + 1));
+      p.sync();
     }
   }
 }
@@ -135,15 +150,16 @@ struct Backward {
   float *gh0, *gh_r;
 };
 
-// gh[r, :] += gz[r, :3H] @ w_hh.T for rows [0, R); wt holds w_hh.T in panels
-// of 4L columns, (ceil(H / 4L), 3H, 4L), the last one zero-padded.
+// gh[r, u:u1] += gz[r, :3H] @ w_hh.T[:, u:u1] for rows [0, R), u1 - u at
+// most 4L; wt holds w_hh.T in panels of 4L columns, (ceil(H / 4L), 3H, 4L),
+// the last one zero-padded.
 template <int R>
 void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64_t H, int64_t u,
-                      float* gh) {
+                      int64_t u1, float* gh) {
   constexpr int64_t kPanel = 4 * kLanes;
   const int64_t K = 3 * H;
   const float* panel = wt + u * K;
-  switch (std::min<int64_t>(4, (H - u) / kLanes)) {
+  switch (std::min<int64_t>(4, (u1 - u) / kLanes)) {
     case 4: product_tile<R, 4, true>(gz, gz_stride, panel, kPanel, K, gh + u, H); break;
     case 3: product_tile<R, 3, true>(gz, gz_stride, panel, kPanel, K, gh + u, H); break;
     case 2: product_tile<R, 2, true>(gz, gz_stride, panel, kPanel, K, gh + u, H); break;
@@ -151,22 +167,23 @@ void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64
   }
 }
 
-// Rows [begin, end) from the last step back, with the cotangent of h carried
-// from step to step in gh. A step past a row's length passed its state on
-// unchanged (its cotangent flows through, its gz is 0, and so adds nothing in
-// the product); a reset cut the state off from the step before (its
-// cotangent goes to h_r).
-void backward_rows(const Backward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, S = 4 * H, rows = end - begin, T = a.s.T;
+// Part p's rows and units from the last step back, with the cotangent of h
+// carried from step to step in gh. A step past a row's length passed its
+// state on unchanged (its cotangent flows through, its gz is 0, and so adds
+// nothing in the product); a reset cut the state off from the step before
+// (its cotangent goes to h_r). In a team, as the LSTM's backward_part.
+void backward_part(const Backward& a, Part& p) {
+  const int64_t H = a.s.H, S = 4 * H, begin = p.begin, end = p.end, rows = end - begin,
+                T = a.s.T, U = p.u1 - p.u0;
   const Tiles tiles(0, rows);  // offsets into this block
   const int64_t gz_stride = a.s.row_stride(S);
-  std::vector<float> gh(rows * H, 0.0f);
+  std::vector<float> gh(rows * H, 0.0f);  // the part's units alone
   std::vector<int64_t> length(rows);
   for (int64_t r = 0; r < rows; ++r) length[r] = a.m.length(begin + r, T);
   bool any_reset = false;
   for (int64_t t = 0; t < T && !any_reset; ++t)
     for (int64_t r = begin; r < end && !any_reset; ++r) any_reset = a.m.resets[a.s.at(t, r, 1)];
-  std::fill_n(a.gh_r + begin * H, rows * H, 0.0f);
+  for (int64_t r = begin; r < end; ++r) std::fill_n(a.gh_r + r * H + p.u0, U, 0.0f);
   int64_t t = a.s.reverse ? 0 : T - 1;
   for (int64_t step = 0; step < T; ++step, t = a.s.reverse ? t + 1 : t - 1) {
     const bool start = t == a.s.first();  // the forward pass's first step
@@ -176,8 +193,8 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
       const int64_t row = a.s.at(t, begin + r, H), zrow = a.s.at(t, begin + r, S);
       float* gh_row = gh.data() + r * H;
       if (t >= length[r]) {
-        for (int64_t k = 0; k < H; ++k) gh_row[k] += a.ghs[row + k];
-        std::fill_n(a.gz + zrow, S, 0.0f);
+        for (int64_t k = p.u0; k < p.u1; ++k) gh_row[k] += a.ghs[row + k];
+        for (int g = 0; g < 4; ++g) std::fill_n(a.gz + zrow + g * H + p.u0, U, 0.0f);
         continue;
       }
       any_valid = true;
@@ -186,7 +203,7 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
       // this step read, but for a reset.
       const float* h_prev = reset ? a.m.h_r + (begin + r) * H
                             : start ? a.h0 + (begin + r) * H : a.hs + a.s.at(prev, begin + r, H);
-      for (int64_t u = 0; u < H; u += kLanes) {
+      for (int64_t u = p.u0; u < p.u1; u += kLanes) {
         float* gz = a.gz + zrow + u;
         const vf rg = load(gz), zg = load(gz + H), hn = load(gz + 2 * H), n = load(gz + 3 * H);
         const vf gh_t = load(a.ghs + row + u) + load(gh_row + u);
@@ -198,15 +215,16 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
         store(gh_row + u, zg * gh_t);
       }
     }
-    if (!any_valid) continue;
+    if (!any_valid) continue;  // (the same for every member)
+    p.sync();                  // every unit's gz of step t written
     // The carry into the step before: gh += gz_t[:3H] @ w_hh.T, panel by panel
     // of w_hh.T, every tile of rows.
-    for (int64_t u = 0; u < H; u += 4 * kLanes)
+    for (int64_t u = p.u0; u < p.u1; u += 4 * kLanes)
       for (int64_t tile = 0; tile < tiles.count; ++tile) {
         const int64_t r0 = tiles.start(tile), r1 = tiles.start(tile + 1);
         const float* gz = a.gz + a.s.at(t, begin + r0, S);
         with_tile_rows(r1 - r0, [&](auto R) {
-          backward_product<R()>(gz, gz_stride, a.wt, H, u, gh.data() + r0 * H);
+          backward_product<R()>(gz, gz_stride, a.wt, H, u, p.u1, gh.data() + r0 * H);
         });
       }
     if (!any_reset) continue;
@@ -214,11 +232,12 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
       if (t >= length[r] || !a.m.resets[a.s.at(t, begin + r, 1)]) continue;
       float* gh_row = gh.data() + r * H;
       float* to_h = a.gh_r + (begin + r) * H;
-      for (int64_t k = 0; k < H; ++k) to_h[k] += gh_row[k];
-      std::fill_n(gh_row, H, 0.0f);
+      for (int64_t k = p.u0; k < p.u1; ++k) to_h[k] += gh_row[k];
+      std::fill_n(gh_row + p.u0, U, 0.0f);
     }
   }
-  std::memcpy(a.gh0 + begin * H, gh.data(), rows * H * sizeof(float));
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(gh.data() + r * H + p.u0, gh.data() + r * H + p.u1, a.gh0 + (begin + r) * H + p.u0);
 }
 
 // x (.., I): the inputs; w_ih, w_hh: in panels of L units, (H/L, I or H, 3L).
@@ -237,8 +256,8 @@ ffi::Error run_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 b_hn, F32 h0, S32 l
   const Masks m{lengths.typed_data(), resets.typed_data(), h_r.typed_data(), nullptr};
   const Forward a{s, m, I, x.typed_data(), w_ih.typed_data(), w_hh.typed_data(),
                   b.typed_data(), b_hn.typed_data(), h0.typed_data(), hs->typed_data(), saved};
-  over_row_blocks(a.s.B, threads, pool,
-                  [&a](int64_t begin, int64_t end) { forward_rows(a, begin, end); });
+  over_parts(a.s.B, H, kLanes, threads, 2 * a.s.B * H, pool,
+             [&a](Part& p) { forward_part(a, p); });
   return ffi::Error::Success();
 }
 
@@ -268,8 +287,7 @@ ffi::Error gru_backward(F32 wt, F32 h0, F32 hs, F32 ghs, F32 saved, S32 lengths,
   const Masks m{lengths.typed_data(), resets.typed_data(), h_r.typed_data(), nullptr};
   const Backward a{s, m, wt.typed_data(), h0.typed_data(), hs.typed_data(), ghs.typed_data(),
                    gz->typed_data(), gh0->typed_data(), gh_r->typed_data()};
-  over_row_blocks(a.s.B, threads, pool,
-                  [&a](int64_t begin, int64_t end) { backward_rows(a, begin, end); });
+  over_parts(a.s.B, s.H, 4 * kLanes, threads, 0, pool, [&a](Part& p) { backward_part(a, p); });
   return ffi::Error::Success();
 }
 

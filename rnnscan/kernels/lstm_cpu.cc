@@ -90,59 +90,81 @@ void forward_tile(const Forward& a, int64_t t, int64_t r0, int64_t u, const bool
   }
 }
 
-void forward_rows(const Forward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, G = 4 * H, rows = end - begin, T = a.s.T;
+// Part p's rows and units of every step. In a team, the members share the
+// states (h, c) and each writes its units; a reset is applied at the end of
+// the step before (`enter`), so that one meeting per step suffices.
+void forward_part(const Forward& a, Part& p) {
+  const int64_t H = a.s.H, G = 4 * H, begin = p.begin, end = p.end, rows = end - begin,
+                T = a.s.T, U = p.u1 - p.u0, width = 4 * U;
   const Tiles tiles(begin, end);
   // Steps at or past every row's length only carry the states (both ways:
   // with `reverse` a row is read from its length - 1 down to 0).
   const int64_t longest = a.m.longest(begin, end, T);
   // The input projection runs a chunk of steps ahead of the recurrence.
-  const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * G), 1, T);
+  const int64_t chunk = std::clamp<int64_t>(kProjectedFloats / (rows * width), 1, T);
   thread_local std::vector<float> projected, state;  // kept across calls: no fresh pages
-  projected.resize(chunk * rows * G);
-  // projected[(s * rows + r) * G + 4u + L g + lane]: step s of the chunk, row r,
-  // gate g of unit u + lane.
-  auto z_of = [&](int64_t s, int64_t r0) { return projected.data() + (s * rows + r0 - begin) * G; };
+  projected.resize(chunk * rows * width);
+  // projected[(s * rows + r) * width + 4(u - u0) + L g + lane]: step s of the
+  // chunk, row r, gate g of unit u + lane.
+  auto z_of = [&](int64_t s, int64_t r0) {
+    return projected.data() + (s * rows + r0 - begin) * width;
+  };
   // The rows' h (read, and the next one written) and c, from step to step.
-  state.resize(3 * rows * H);
-  float *h_prev = state.data(), *h_next = h_prev + rows * H, *c = h_next + rows * H;
-  std::copy(a.h0 + begin * H, a.h0 + end * H, h_prev);
-  std::copy(a.c0 + begin * H, a.c0 + end * H, c);
+  float* h_prev = p.shared(3 * rows * H, state);
+  float *h_next = h_prev + rows * H, *c = h_next + rows * H;
+  auto units = [&](const float* from, float* to) {  // the part's units of a row
+    std::copy(from + p.u0, from + p.u1, to + p.u0);
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    units(a.h0 + (begin + r) * H, h_prev + r * H);
+    units(a.c0 + (begin + r) * H, c + r * H);
+  }
+  auto time = [&](int64_t step) { return a.s.reverse ? T - 1 - step : step; };
+  auto enter = [&](int64_t t) {  // the resets of step t
+    for (int64_t r = 0; r < rows; ++r)
+      if (t < a.m.length(begin + r, T) && a.m.resets[a.s.at(t, begin + r, 1)]) {
+        units(a.m.h_r + (begin + r) * H, h_prev + r * H);
+        units(a.m.c_r + (begin + r) * H, c + r * H);
+      }
+  };
+  enter(time(0));
+  p.sync();
   std::unique_ptr<bool[]> valid(new bool[rows]);
   for (int64_t done = 0; done < T; done += chunk) {
     const int64_t steps = std::min(chunk, T - done);
-    auto time = [&](int64_t s) { return a.s.reverse ? T - 1 - (done + s) : done + s; };
-    project_inputs<4>(a.x, a.s, a.I, a.w_ih, tiles, steps, longest, time, z_of);
+    auto chunk_time = [&](int64_t s) { return time(done + s); };
+    project_inputs<4>(a.x, a.s, a.I, a.w_ih, tiles, p.u0, p.u1, steps, longest, chunk_time,
+                      z_of);
     for (int64_t s = 0; s < steps; ++s) {
-      const int64_t t = time(s);
-      for (int64_t r = 0; r < rows; ++r) {
-        valid[r] = t < a.m.length(begin + r, T);
-        if (valid[r] && a.m.resets[a.s.at(t, begin + r, 1)]) {
-          std::copy(a.m.h_r + (begin + r) * H, a.m.h_r + (begin + r + 1) * H, h_prev + r * H);
-          std::copy(a.m.c_r + (begin + r) * H, a.m.c_r + (begin + r + 1) * H, c + r * H);
-        }
-      }
+      const int64_t t = chunk_time(s);
+      for (int64_t r = 0; r < rows; ++r) valid[r] = t < a.m.length(begin + r, T);
       if (t >= longest) {  // every row's state carried: no products
         for (int64_t r = 0; r < rows; ++r) {
-          std::copy(h_prev + r * H, h_prev + (r + 1) * H, a.hs + a.s.at(t, begin + r, H));
-          if (a.cs != nullptr) std::copy(c + r * H, c + (r + 1) * H, a.cs + a.s.at(t, begin + r, H));
-          if (a.gates != nullptr) std::fill_n(a.gates + a.s.at(t, begin + r, G), G, 0.0f);
+          units(h_prev + r * H, a.hs + a.s.at(t, begin + r, H));
+          if (a.cs != nullptr) units(c + r * H, a.cs + a.s.at(t, begin + r, H));
+          if (a.gates != nullptr)
+            for (int g = 0; g < 4; ++g)
+              std::fill_n(a.gates + a.s.at(t, begin + r, G) + g * H + p.u0, U, 0.0f);
         }
-        continue;
+      } else {
+        // Panel by panel, every tile of rows: a panel of w_hh stays in cache for all.
+        for (int64_t u = p.u0; u < p.u1; u += kLanes)
+          for (int64_t tile = 0; tile < tiles.count; ++tile) {
+            const int64_t r0 = tiles.start(tile), offset = (r0 - begin) * H;
+            with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
+              forward_tile<R()>(a, t, r0, u, valid.get() + (r0 - begin), h_prev + offset,
+                                h_next + offset, c + offset, z_of(s, r0) + 4 * (u - p.u0),
+                                width);
+            });
+          }
+        std::swap(h_prev, h_next);
       }
-      // Panel by panel, every tile of rows: a panel of w_hh stays in cache for all.
-      for (int64_t u = 0; u < H; u += kLanes)
-        for (int64_t tile = 0; tile < tiles.count; ++tile) {
-          const int64_t r0 = tiles.start(tile), offset = (r0 - begin) * H;
-          with_tile_rows(tiles.start(tile + 1) - r0, [&](auto R) {
-            forward_tile<R()>(a, t, r0, u, valid.get() + (r0 - begin), h_prev + offset,
-                              h_next + offset, c + offset, z_of(s, r0) + 4 * u, G);
-          });
-        }
-      std::swap(h_prev, h_next);
+      if (done + s + 1 < T) enter(time(done + s + 1));
+      p.sync();
     }
   }
-  if (a.c_last != nullptr) std::copy(c, c + rows * H, a.c_last + begin * H);
+  if (a.c_last != nullptr)
+    for (int64_t r = 0; r < rows; ++r) units(c + r * H, a.c_last + (begin + r) * H);
 }
 
 struct Backward {
@@ -154,15 +176,16 @@ struct Backward {
   float *gh0, *gc0, *gh_r, *gc_r;
 };
 
-// gh[r, :] = gz[r, :] @ w_hh.T for rows [0, R); wt holds w_hh.T in panels of
-// 4L columns, (ceil(H / 4L), G, 4L), the last one zero-padded.
+// gh[r, u:u1] = gz[r, :] @ w_hh.T[:, u:u1] for rows [0, R), u1 - u at most
+// 4L; wt holds w_hh.T in panels of 4L columns, (ceil(H / 4L), G, 4L), the
+// last one zero-padded.
 template <int R>
 void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64_t H, int64_t u,
-                      float* gh) {
+                      int64_t u1, float* gh) {
   constexpr int64_t kPanel = 4 * kLanes;
   const int64_t G = 4 * H;
   const float* panel = wt + u * G;
-  switch (std::min<int64_t>(4, (H - u) / kLanes)) {
+  switch (std::min<int64_t>(4, (u1 - u) / kLanes)) {
     case 4: product_tile<R, 4>(gz, gz_stride, panel, kPanel, G, gh + u, H); break;
     case 3: product_tile<R, 3>(gz, gz_stride, panel, kPanel, G, gh + u, H); break;
     case 2: product_tile<R, 2>(gz, gz_stride, panel, kPanel, G, gh + u, H); break;
@@ -170,15 +193,18 @@ void backward_product(const float* gz, int64_t gz_stride, const float* wt, int64
   }
 }
 
-// Rows [begin, end) from the last step back, with the cotangents of h and c
-// carried from step to step in gh, gc. A step past a row's length passed its
-// state on unchanged (so its cotangents flow through, and its dz is 0); a
-// reset cut the state off from the step before (its cotangents go to h_r, c_r).
-void backward_rows(const Backward& a, int64_t begin, int64_t end) {
-  const int64_t H = a.s.H, G = 4 * H, rows = end - begin, T = a.s.T;
+// Part p's rows and units from the last step back, with the cotangents of h
+// and c carried from step to step in gh, gc. A step past a row's length passed
+// its state on unchanged (so its cotangents flow through, and its dz is 0); a
+// reset cut the state off from the step before (its cotangents go to h_r,
+// c_r). In a team each member writes its units of dz, meets the others, and
+// forms its units of the carry from every unit's dz.
+void backward_part(const Backward& a, Part& p) {
+  const int64_t H = a.s.H, G = 4 * H, begin = p.begin, end = p.end, rows = end - begin,
+                T = a.s.T, U = p.u1 - p.u0;
   const Tiles tiles(0, rows);  // offsets into this block
   const int64_t gz_stride = a.s.row_stride(G);
-  std::vector<float> gh(rows * H, 0.0f), gc(rows * H, 0.0f);
+  std::vector<float> gh(rows * H, 0.0f), gc(rows * H, 0.0f);  // the part's units alone
   std::vector<int64_t> length(rows);
   bool padded = false;
   for (int64_t r = 0; r < rows; ++r) {
@@ -190,8 +216,10 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
   for (int64_t t = 0; t < T && !any_reset; ++t)
     for (int64_t r = begin; r < end && !any_reset; ++r) any_reset = a.m.resets[a.s.at(t, r, 1)];
   std::vector<float> product(padded || any_reset ? rows * H : 0);
-  std::fill_n(a.gh_r + begin * H, rows * H, 0.0f);
-  std::fill_n(a.gc_r + begin * H, rows * H, 0.0f);
+  for (int64_t r = begin; r < end; ++r) {
+    std::fill_n(a.gh_r + r * H + p.u0, U, 0.0f);
+    std::fill_n(a.gc_r + r * H + p.u0, U, 0.0f);
+  }
   int64_t t = a.s.reverse ? 0 : T - 1;
   for (int64_t step = 0; step < T; ++step, t = a.s.reverse ? t + 1 : t - 1) {
     const bool start = t == a.s.first();  // the forward pass's first step
@@ -202,10 +230,10 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
       float* gh_row = gh.data() + r * H;
       float* gc_row = gc.data() + r * H;
       if (t >= length[r]) {
-        for (int64_t k = 0; k < H; ++k) gh_row[k] += a.ghs[row + k];
+        for (int64_t k = p.u0; k < p.u1; ++k) gh_row[k] += a.ghs[row + k];
         if (a.gcs != nullptr)
-          for (int64_t k = 0; k < H; ++k) gc_row[k] += a.gcs[row + k];
-        std::fill_n(a.gz + zrow, G, 0.0f);
+          for (int64_t k = p.u0; k < p.u1; ++k) gc_row[k] += a.gcs[row + k];
+        for (int g = 0; g < 4; ++g) std::fill_n(a.gz + zrow + g * H + p.u0, U, 0.0f);
         continue;
       }
       any_valid = true;
@@ -214,7 +242,7 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
       // this step read, but for a reset.
       const float* c_prev = reset ? a.m.c_r + (begin + r) * H
                             : start ? a.c0 + (begin + r) * H : a.cs + a.s.at(prev, begin + r, H);
-      for (int64_t u = 0; u < H; u += kLanes) {
+      for (int64_t u = p.u0; u < p.u1; u += kLanes) {
         float* gz = a.gz + zrow + u;
         const vf i = load(gz), f = load(gz + H), j = load(gz + 2 * H), o = load(gz + 3 * H);
         const vf tc = tanh_(load(a.cs + row + u));
@@ -228,16 +256,17 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
         store(gc_row + u, f * gc_t);
       }
     }
-    if (!any_valid) continue;
+    if (!any_valid) continue;  // (the same for every member)
+    p.sync();                  // every unit's dz of step t written
     // The carry into the step before: gh = gz_t @ w_hh.T, panel by panel of w_hh.T,
     // every tile of rows.
     float* out = product.empty() ? gh.data() : product.data();
-    for (int64_t u = 0; u < H; u += 4 * kLanes)
+    for (int64_t u = p.u0; u < p.u1; u += 4 * kLanes)
       for (int64_t tile = 0; tile < tiles.count; ++tile) {
         const int64_t r0 = tiles.start(tile), r1 = tiles.start(tile + 1);
         const float* gz = a.gz + a.s.at(t, begin + r0, G);
         with_tile_rows(r1 - r0, [&](auto R) {
-          backward_product<R()>(gz, gz_stride, a.wt, H, u, out + r0 * H);
+          backward_product<R()>(gz, gz_stride, a.wt, H, u, p.u1, out + r0 * H);
         });
       }
     if (product.empty()) continue;
@@ -245,23 +274,25 @@ void backward_rows(const Backward& a, int64_t begin, int64_t end) {
       if (t >= length[r]) continue;
       float* gh_row = gh.data() + r * H;
       float* gc_row = gc.data() + r * H;
+      const float* product_row = product.data() + r * H;
       if (a.m.resets[a.s.at(t, begin + r, 1)]) {
         float *to_h = a.gh_r + (begin + r) * H, *to_c = a.gc_r + (begin + r) * H;
-        for (int64_t k = 0; k < H; ++k) {
-          to_h[k] += product[r * H + k];
+        for (int64_t k = p.u0; k < p.u1; ++k) {
+          to_h[k] += product_row[k];
           to_c[k] += gc_row[k];
         }
-        std::fill_n(gh_row, H, 0.0f);
-        std::fill_n(gc_row, H, 0.0f);
+        std::fill_n(gh_row + p.u0, U, 0.0f);
+        std::fill_n(gc_row + p.u0, U, 0.0f);
       } else {
-        std::copy(product.begin() + r * H, product.begin() + (r + 1) * H, gh_row);
+        std::copy(product_row + p.u0, product_row + p.u1, gh_row + p.u0);
       }
     }
   }
-  std::memcpy(a.gh0 + begin * H, gh.data(), rows * H * sizeof(float));
-  std::memcpy(a.gc0 + begin * H, gc.data(), rows * H * sizeof(float));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy(gh.data() + r * H + p.u0, gh.data() + r * H + p.u1, a.gh0 + (begin + r) * H + p.u0);
+    std::copy(gc.data() + r * H + p.u0, gc.data() + r * H + p.u1, a.gc0 + (begin + r) * H + p.u0);
+  }
 }
-
 
 // x (.., I): the inputs; w_ih, w_hh: in panels of L units, (H/L, I or H, 4L).
 ffi::Error run_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, S32 lengths,
@@ -280,8 +311,8 @@ ffi::Error run_forward(F32 x, F32 w_ih, F32 w_hh, F32 b, F32 h0, F32 c0, S32 len
   const Forward a{s, masks_of(lengths, resets, h_r, c_r), I, x.typed_data(), w_ih.typed_data(),
                   w_hh.typed_data(), b.typed_data(), h0.typed_data(), c0.typed_data(),
                   hs->typed_data(), cs, c_last, gates};
-  over_row_blocks(a.s.B, threads, pool,
-                  [&a](int64_t begin, int64_t end) { forward_rows(a, begin, end); });
+  over_parts(a.s.B, H, kLanes, threads, 3 * a.s.B * H, pool,
+             [&a](Part& p) { forward_part(a, p); });
   return ffi::Error::Success();
 }
 
@@ -316,8 +347,7 @@ ffi::Error lstm_backward(F32 wt, F32 c0, F32 cs, F32 ghs, F32 gcs, F32 gates, S3
                    cs.typed_data(), ghs.typed_data(), has_gcs ? gcs.typed_data() : nullptr,
                    gz->typed_data(), gh0->typed_data(), gc0->typed_data(), gh_r->typed_data(),
                    gc_r->typed_data()};
-  over_row_blocks(a.s.B, threads, pool,
-                  [&a](int64_t begin, int64_t end) { backward_rows(a, begin, end); });
+  over_parts(a.s.B, s.H, 4 * kLanes, threads, 0, pool, [&a](Part& p) { backward_part(a, p); });
   return ffi::Error::Success();
 }
 

@@ -83,11 +83,14 @@ def call(lib, target: str, results, *operands, hidden: int, gates: int, reverse:
 
 
 def threads(time: int, batch: int, hidden: int, gates: int = 4) -> int:
-    """Threads for a kernel, each owning a block of rows for the whole sequence:
-    one per core, but at least 4 rows and 4M multiply-adds apiece (handing a
-    block to another thread costs microseconds)."""
-    macs = time * batch * gates * hidden * hidden
-    return max(1, min(cpu_cores(), batch // 4, macs // 4_000_000))
+    """Threads for a kernel: one per core, but at least 4M multiply-adds apiece
+    (handing work to another thread costs microseconds). From 8 rows, each
+    owns a block of at least 4 rows for the whole sequence; below, they split
+    the units of every step and meet once a step (`cpu_common.h`'s
+    `over_parts`), so each needs 64K multiply-adds a step too."""
+    step = batch * gates * hidden * hidden
+    split = batch // 4 if batch >= 8 else step // 65_536
+    return max(1, min(cpu_cores(), split, time * step // 4_000_000))
 
 
 def primitive(name, in_jax, shapes, run=None):
