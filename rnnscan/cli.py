@@ -8,13 +8,7 @@ exit status.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import importlib.metadata
-import json
 import os
-import platform
-import shlex
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -25,14 +19,11 @@ import optax
 import rnnscan as rs
 from rnnscan import cells, kernels, tasks
 from rnnscan import train  # its modules load on first use: `info` and `bench` need no extra
+from rnnscan.train import rundir
 from rnnscan.arguments import clip_norm, non_negative_float, non_negative_int, positive_float, positive_int
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
 
-# Settings that may change when a run resumes; any other difference is another run.
-RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out", "restart_if_damaged")
-# Settings that a resume left without them takes from the run (the schedule's end stays put).
-INHERITED = ("decay_steps",)
 EVAL_BATCHES = 4
 SAMPLE_PROMPT, SAMPLE_LENGTH = "Elizabeth", 400
 
@@ -105,23 +96,26 @@ def run_train(args: argparse.Namespace) -> int:
 
     if config["decay"] != "constant" and config["final_lr"] > config["lr"]:
         raise UsageError(f"--final-lr: must be at most --lr ({config['lr']}) to decay to; got {config['final_lr']}")
-    with locked(out):
-        check_resumable(out, config)
-        config["decay_steps"] = config["decay_steps"] or config["steps"]
-        checkpoints = train.Checkpoints(out / "checkpoints")
-        try:
-            return train_run(task, config, parallel, eval_batches, checkpoints)
-        except KeyboardInterrupt:
-            step = checkpoints.latest_step()
-            held = f"checkpoint {step} is saved" if step is not None else "no checkpoint was saved"
-            print(f"rnnscan train: interrupted; {held} in {checkpoints.directory}; resume with: "
-                  f"{resume_command(config)}", file=sys.stderr)
-            return 130
-        except train.NonFiniteLossError as error:
-            print(f"rnnscan train: error: {error}", file=sys.stderr)
-            return 1
-        finally:
-            checkpoints.close()
+    try:
+        with rundir.locked(out):
+            rundir.check_resumable(out, config)
+            config["decay_steps"] = config["decay_steps"] or config["steps"]
+            checkpoints = train.Checkpoints(rundir.checkpoints_dir(out))
+            try:
+                return train_run(task, config, parallel, eval_batches, checkpoints)
+            except KeyboardInterrupt:
+                step = checkpoints.latest_step()
+                held = f"checkpoint {step} is saved" if step is not None else "no checkpoint was saved"
+                print(f"rnnscan train: interrupted; {held} in {checkpoints.directory}; resume with: "
+                      f"{rundir.resume_command(config)}", file=sys.stderr)
+                return 130
+            except train.NonFiniteLossError as error:
+                print(f"rnnscan train: error: {error}", file=sys.stderr)
+                return 1
+            finally:
+                checkpoints.close()
+    except rundir.RunDirError as error:
+        raise UsageError(f"--out {error}") from None
 
 
 def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval_batches: list,
@@ -147,8 +141,8 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
         print(f"rnnscan train: error: {error}", file=sys.stderr)
         return 1
     start = int(state.step)
-    write_run_json(out, config, parallel)
-    metrics = train.MetricsLog(out / "metrics.jsonl", resume_step=start)
+    rundir.write_run_json(out, config, parallel.num_devices)
+    metrics = train.MetricsLog(out / rundir.METRICS, resume_step=start)
     if start >= config["steps"]:
         print(f"{out} is already trained to step {start}; pass a larger --steps to go on")
     elif start:
@@ -171,97 +165,16 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
         on_log=metrics.write,
     )
 
-    train.plot_losses(metrics.records, out / "loss.png", chance=task.chance,
+    train.plot_losses(metrics.records, out / rundir.PLOT, chance=task.chance,
                       title=f"{task.name}: {config['layers']}x {config['cell']} {config['hidden']}")
     if metrics.records:
         first, last = metrics.records[0], metrics.records[-1]
         print(f"loss {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step "
-              f"{last['step']} (chance {task.chance:.4f}); wrote {out}/metrics.jsonl, run.json, loss.png")
+              f"{last['step']} (chance {task.chance:.4f}); wrote {out}/{rundir.METRICS}, run.json, {rundir.PLOT}")
     if task.name == "charlm":
         text = tasks.charlm.sample(cell, state.params, SAMPLE_PROMPT, SAMPLE_LENGTH, jax.random.PRNGKey(seed))
         print(f"--- sample ---\n{text}")
     return 0
-
-
-@contextlib.contextmanager
-def locked(out: Path):
-    """Creates `out` and holds `out/.lock` (`fcntl.flock`) meanwhile: a second run into it is refused."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a run directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = open(out / ".lock", "a")
-    except OSError as error:
-        raise UsageError(f"--out {out}: cannot create the run directory there ({error.strerror})") from None
-    with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"--out {out} is in use: another rnnscan train holds its lock {out / '.lock'}. "
-                             "Wait for that run to end, or pass another --out.") from None
-        yield
-
-
-def check_resumable(out: Path, config: dict) -> None:
-    """Raises `UsageError` unless `out` is new or holds a run of this configuration.
-
-    The `INHERITED` settings that `config` leaves `None` take the run's values.
-    """
-    run_json = out / "run.json"
-    if not run_json.exists():
-        if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
-            raise UsageError(f"--out {out} holds checkpoints but no run.json; refusing to touch it")
-        return
-    try:
-        previous = json.loads(run_json.read_text())["config"]
-        if not isinstance(previous, dict):
-            raise TypeError(f"its config is a {type(previous).__name__}, not an object")
-    except (ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"--out {out}: its run.json does not read ({type(error).__name__}: {error}); "
-                         "refusing to touch the run") from None
-    for key in INHERITED:
-        config[key] = previous.get(key) if config.get(key) is None else config[key]
-    differ = [
-        f"--{key.replace('_', '-')} {previous.get(key)} there, {config.get(key)} here"
-        for key in sorted(set(previous) | set(config))
-        if key not in RESUMABLE and previous.get(key) != config.get(key)
-    ]
-    if differ:
-        raise UsageError(
-            f"--out {out} holds a run of another configuration ({'; '.join(differ)}). "
-            "Pass the same settings to resume it, or another --out for a new run."
-        )
-
-
-def resume_command(config: dict) -> str:
-    """The `rnnscan train` command line, every setting spelled out, that resumes this run."""
-    words = ["rnnscan", "train"]
-    for key, value in config.items():
-        if value is not False:
-            words.append("--" + key.replace("_", "-"))
-        if not isinstance(value, bool):
-            words.append("none" if value is None else str(value))
-    return shlex.join(words)
-
-
-def write_run_json(out: Path, config: dict, parallel: train.DataParallel) -> None:
-    """`out/run.json`: the configuration and what it ran on, written atomically."""
-    versions = {"python": platform.python_version(), "rnnscan": rs.__version__}
-    for name in ("jax", "jaxlib", "optax", "orbax-checkpoint", "numpy"):
-        versions[name] = importlib.metadata.version(name)
-    run = {
-        "config": config,
-        "command": sys.argv,
-        "versions": versions,
-        "backend": jax.default_backend(),
-        "devices": parallel.num_devices,
-        "device_kind": jax.devices()[0].device_kind,
-        "processes": jax.process_count(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "run.json.tmp"
-    tmp.write_text(json.dumps(run, indent=2) + "\n")
-    os.replace(tmp, out / "run.json")
 
 
 # -- rnnscan sample ----------------------------------------------------------------

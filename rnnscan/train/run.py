@@ -1,15 +1,15 @@
 """The model of an `rnnscan train` run (`build_model`), and a trained run opened
 for use (`load_run`): its model, its trained params and its configuration.
 
-A run directory (`rnnscan train --out DIR`) holds `run.json` (`"config"`: the
-task, cell, sizes, ...) and orbax checkpoints of the whole `TrainState` in
-`checkpoints/<step>/`. `load_run` reads only the params from a checkpoint, by
-their paths in the saved tree, so the optimizer need not be known.
+A run directory (`rnnscan train --out DIR`, laid out by `rundir`) holds
+`run.json` (`"config"`: the task, cell, sizes, ...) and orbax checkpoints of the
+whole `TrainState` in `checkpoints/<step>/`. `load_run` reads only the params
+from a checkpoint, by their paths in the saved tree, so the optimizer need not
+be known.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
@@ -22,6 +22,7 @@ import rnnscan as rs
 from rnnscan.cell import Cell
 from rnnscan.cells import BY_NAME as CELLS
 from rnnscan.layers import Layer
+from rnnscan.train import rundir
 from rnnscan.train.model import sequence_model, step_model
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 # Cells `(input_size, hidden_size)` whose outputs have `hidden_size` features, so
 # they stack. (`rs.lru` outputs `input_size` features: a block for models with
 # their own encoder and MLPs, not a drop-in here.)
-MODEL_KEYS = ("task", "cell", "hidden", "layers")
 
 
 def build_model(task: Task, config: Mapping) -> tuple[Layer, Cell]:
@@ -89,37 +89,14 @@ def load_run(directory: os.PathLike, step: Optional[int] = None) -> Run:
     no or unreadable `run.json`, no checkpoint (or not `step`), a checkpoint
     that does not hold this model's params.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        why = "a file" if directory.exists() else "no such directory"
-        raise ValueError(f"directory {str(directory)!r} is not a run directory: {why}")
     from rnnscan import tasks  # rnnscan.tasks imports rnnscan.train: not at the top
 
-    config = _read_config(directory)
+    config = rundir.read_config(directory)
     task = tasks.get(config["task"])
     model, cell = build_model(task, config)
     like = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    step, params = _restore_params(directory / "checkpoints", step, like)
+    step, params = _restore_params(rundir.checkpoints_dir(directory), step, like)
     return Run(model, cell, params, step, task, config)
-
-
-def _read_config(directory: Path) -> dict:
-    """`directory/run.json`'s `"config"`, checked to hold what `build_model` reads."""
-    path = directory / "run.json"
-    try:
-        config = json.loads(path.read_text())["config"]
-    except FileNotFoundError:
-        raise ValueError(f"directory {str(directory)!r} is not a run directory: it has no run.json") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:  # unreadable, bad JSON, no "config"
-        raise ValueError(f"{path} is not a run.json of rnnscan train ({type(error).__name__}: {error})") from None
-    if not isinstance(config, dict) or not all(key in config for key in MODEL_KEYS):
-        raise ValueError(f"{path} must give the run's {', '.join(MODEL_KEYS)} in its config; got {config!r}")
-    bad = [f"{key}={config[key]!r}" for key in ("hidden", "layers")
-           if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1]
-    if bad or not isinstance(config["task"], str):
-        raise ValueError(f"{path} must give a task name and positive ints hidden and layers; got "
-                         f"{', '.join(bad) or 'task=' + repr(config['task'])}")
-    return config
 
 
 def _restore_params(checkpoints: Path, step: Optional[int], like) -> tuple[int, Any]:
