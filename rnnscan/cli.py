@@ -22,12 +22,11 @@ import rnnscan as rs
 from rnnscan import cells, kernels, tasks
 from rnnscan import train  # its modules load on first use: `info` and `bench` need no extra
 from rnnscan.train import rundir
-from rnnscan.arguments import clip_norm, non_negative_int, positive_float, positive_int
+from rnnscan.arguments import clip_norm, non_negative_float, non_negative_int, positive_float, positive_int
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
 from rnnscan.bench import tune
 
-WARMUP_STEPS = 100
 EVAL_BATCHES = 4
 SAMPLE_PROMPT, SAMPLE_LENGTH = "Elizabeth", 400
 
@@ -48,13 +47,21 @@ class UsageError(Exception):
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=sorted(tasks.TASKS), default="charlm",
                         help="what to learn (default: charlm)")
-    parser.add_argument("--cell", choices=sorted(cells.BY_NAME), default="lstm", help="the recurrent cell (default: lstm)")
+    parser.add_argument("--cell", choices=sorted(cells.BY_NAME), help="the recurrent cell (default: per task)")
     parser.add_argument("--hidden", type=positive_int, help="hidden size of every layer (default: per task)")
-    parser.add_argument("--layers", type=positive_int, default=1, help="stacked layers (default: 1)")
+    parser.add_argument("--layers", type=positive_int, help="stacked layers (default: per task)")
     parser.add_argument("--batch-size", type=positive_int, help="global batch size, split over devices (default: per task)")
     parser.add_argument("--seq-len", type=positive_int, help="steps per sequence (default: per task)")
     parser.add_argument("--steps", type=positive_int, help="total updates; more than a finished run's extends it (default: per task)")
-    parser.add_argument("--lr", type=positive_float, help="Adam's learning rate, after a linear warmup (default: per task)")
+    parser.add_argument("--lr", type=positive_float, help="Adam's peak learning rate (default: per task)")
+    parser.add_argument("--warmup", type=non_negative_int, help="steps of the linear warmup from 0 to --lr (default: per task)")
+    parser.add_argument("--decay", choices=train.DECAYS,
+                        help="the rate from --lr: constant, or down to --final-lr at --decay-steps along "
+                             "a cosine or a line; times the warmup's ramp (default: per task)")
+    parser.add_argument("--decay-steps", type=positive_int,
+                        help="the step where the decay reaches --final-lr, then stays (default: the --steps "
+                             "the run starts with, so a larger --steps later extends the run exactly)")
+    parser.add_argument("--final-lr", type=non_negative_float, help="the learning rate the decay ends at (default: per task)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the params and the data (default: 0)")
     parser.add_argument("--log-every", type=positive_int, default=50, help="steps between log records (default: 50)")
     parser.add_argument("--eval-every", type=positive_int, default=250, help="steps between evaluations (default: 250)")
@@ -92,9 +99,12 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(f"--task {task.name}: {error}") from None
 
+    if config["decay"] != "constant" and config["final_lr"] > config["lr"]:
+        raise UsageError(f"--final-lr: must be at most --lr ({config['lr']}) to decay to; got {config['final_lr']}")
     try:
         with rundir.locked(out), train.held_signals(on_second=lambda signum: stop_at_once(signum, config)):
             rundir.check_resumable(out, config)
+            config["decay_steps"] = config["decay_steps"] or config["steps"]
             checkpoints = train.Checkpoints(rundir.checkpoints_dir(out))
             try:
                 return train_run(task, config, parallel, eval_batches, checkpoints)
@@ -131,7 +141,9 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
     seed, batch_size, seq_len = config["seed"], config["batch_size"], config["seq_len"]
     # The model over sequences, and one step at a time (`cell`) for the sample.
     model, cell = train.build_model(task, config)
-    optimizer = optax.adam(optax.warmup_constant_schedule(0.0, config["lr"], WARMUP_STEPS))
+    optimizer = optax.adam(train.learning_rate(
+        config["lr"], warmup=config["warmup"], decay=config["decay"], decay_steps=config["decay_steps"],
+        final_lr=config["final_lr"]))
 
     # A fresh state, replaced by the latest checkpoint if the run has one.
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))

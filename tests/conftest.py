@@ -26,7 +26,8 @@ os.environ["RNNSCAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnscan-test-cache-")
 
 # A small charlm run of `rnnscan train`: a record every step, an eval every
 # second step and a checkpoint every second step.
-CHARLM_TRAIN = ["train", "--task", "charlm", "--hidden", "8", "--layers", "2", "--batch-size", "4",
+CHARLM_TRAIN = ["train", "--task", "charlm", "--cell", "lstm", "--hidden", "8", "--layers", "2",
+                "--batch-size", "4",
                 "--seq-len", "8", "--steps", "4", "--log-every", "1", "--eval-every", "2",
                 "--checkpoint-every", "2"]
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import pytest
 
 from rnnscan import train
@@ -71,6 +72,22 @@ def test_same_out_resumes_and_larger_steps_extend_the_run_exactly(straight, tmp_
     assert all(loss == losses[step] for step, loss, *_ in resumed)
 
 
+DECAYING = TINY + ["--warmup", "2", "--decay", "cosine", "--log-every", "1", "--checkpoint-every", "4",
+                   "--eval-every", "100"]
+
+
+def test_a_decaying_run_extended_keeps_its_schedule_exactly(tmp_path):
+    straight, extended = tmp_path / "straight", tmp_path / "extended"
+    assert main(DECAYING + ["--steps", "12", "--decay-steps", "6", "--out", str(straight)]) == 0
+    assert main(DECAYING + ["--steps", "6", "--out", str(extended)]) == 0  # decays over its 6 steps
+    assert main(DECAYING + ["--steps", "12", "--out", str(extended)]) == 0  # and stays at --final-lr 0
+    assert [r[:3] for r in curve(extended)] == [r[:3] for r in curve(straight)]  # (evals at each end)
+    assert json.loads((extended / "run.json").read_text())["config"]["decay_steps"] == 6
+    params = {step: train.load_run(straight, step=step).params for step in (4, 8, 12)}
+    same = lambda a, b: all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x, y: bool((x == y).all()), a, b)))
+    assert not same(params[4], params[8]) and same(params[8], params[12])  # the rate is 0 from step 6 on
+
+
 def latest_checkpoint(out: Path) -> int:
     steps = [int(p.name) for p in (out / "checkpoints").glob("*") if p.name.isdigit()]
     return max(steps, default=0)
@@ -124,6 +141,11 @@ def test_sigkill_at_any_moment_then_resume_gives_identical_losses(straight, tmp_
     (["--task", "copy", "--seq-len", "2"], "--task copy: seq_len must be at least 3"),
     (["--clip-norm", "0"], "--clip-norm: must be a positive finite number or 'none', got '0'"),
     (["--clip-norm", "inf"], "--clip-norm: must be a positive finite number or 'none', got 'inf'"),
+    (["--warmup", "-1"], "--warmup: must be a non-negative integer, got -1"),
+    (["--decay", "step"], "--decay: invalid choice: 'step'"),
+    (["--final-lr", "-1"], "--final-lr: must be a non-negative finite number, got -1"),
+    (["--decay", "linear", "--lr", "0.001", "--final-lr", "0.01"],
+     "--final-lr: must be at most --lr (0.001) to decay to; got 0.01"),
 ])
 def test_bad_arguments_exit_with_status_2_and_say_why(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
@@ -362,6 +384,17 @@ def test_clip_norm_is_a_flag_with_its_default_in_help(monkeypatch, tmp_path, cap
     assert main(TINY + ["--steps", "1", "--clip-norm", "0.25", "--out", str(tmp_path / "c")]) == 0
     assert seen == [1.0, None, 0.25]
     assert json.loads((tmp_path / "b" / "run.json").read_text())["config"]["clip_norm"] is None
+
+
+def test_every_unset_setting_takes_the_tasks_default(monkeypatch, tmp_path):
+    no_training(monkeypatch)
+    from rnnscan import tasks
+    for name in tasks.TASKS:
+        out = tmp_path / name
+        assert main(["train", "--task", name, "--out", str(out)]) == 0
+        config = json.loads((out / "run.json").read_text())["config"]
+        assert config | tasks.get(name).defaults == config  # cell and schedule included
+        assert config["decay_steps"] == config["steps"]  # the decay ends with the run
 
 
 def test_info_names_the_instruction_set_and_the_kernel_variant(capsys):

@@ -44,5 +44,6 @@ def task() -> Task:
         batch=batch,
         encode=lambda inputs: inputs,
         token_loss=lambda ys, targets: (ys[..., 0] - targets) ** 2,
-        defaults=dict(hidden=128, seq_len=50, batch_size=64, steps=1000, lr=3e-3),
+        defaults=dict(cell="lstm", hidden=128, layers=1, seq_len=50, batch_size=64, steps=1000, lr=3e-3,
+                      warmup=100, decay="constant", final_lr=0.0),
     )

@@ -51,5 +51,6 @@ def task() -> Task:
         batch=batch,
         encode=lambda inputs: jax.nn.one_hot(inputs, VOCAB),
         token_loss=optax.softmax_cross_entropy_with_integer_labels,
-        defaults=dict(hidden=128, seq_len=21, batch_size=32, steps=1000, lr=3e-3),
+        defaults=dict(cell="lstm", hidden=128, layers=1, seq_len=21, batch_size=32, steps=1000, lr=3e-3,
+                      warmup=100, decay="constant", final_lr=0.0),
     )

@@ -36,6 +36,7 @@ _WHERE = {
     "sequence_model": "model", "step_model": "model",
     "Run": "run", "build_model": "run", "load_run": "run",
     "DataParallel": "sharding", "data_parallel": "sharding",
+    "DECAYS": "schedule", "learning_rate": "schedule",
     "TrainState": "state", "init_state": "state",
     "make_eval_step": "step", "make_train_step": "step", "masked_mean": "step",
 }
@@ -52,6 +53,7 @@ def __dir__():
 
 
 __all__ = [
+    "DECAYS",
     "CheckpointError",
     "CheckpointSaveError",
     "Checkpoints",
@@ -66,6 +68,7 @@ __all__ = [
     "fit",
     "held_signals",
     "init_state",
+    "learning_rate",
     "load_run",
     "make_eval_step",
     "make_train_step",

@@ -29,6 +29,8 @@ import rnnscan as rs
 METRICS, PLOT = "metrics.jsonl", "loss.png"
 # Settings that may change when a run resumes; any other difference is another run.
 RESUMABLE = ("steps", "log_every", "checkpoint_every", "eval_every", "out", "restart_if_damaged")
+# Settings that a resume left without them (None) takes from the run: the schedule's end stays put.
+INHERITED = ("decay_steps",)
 # What `build_model` reads from the config.
 MODEL_KEYS = ("task", "cell", "hidden", "layers")
 
@@ -64,7 +66,8 @@ def locked(directory: os.PathLike):
 
 def check_resumable(directory: os.PathLike, config: dict) -> None:
     """Raises `RunDirError` unless `directory` is new or holds a run of this configuration
-    (differing at most in `RESUMABLE` settings)."""
+    (differing at most in `RESUMABLE` settings). The `INHERITED` settings that
+    `config` leaves `None` take the run's values."""
     directory = Path(directory)
     if not (directory / "run.json").exists():
         checkpoints = directory / "checkpoints"
@@ -76,6 +79,8 @@ def check_resumable(directory: os.PathLike, config: dict) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunDirError(f"{directory}: its run.json does not read ({type(error).__name__}: {error}); "
                           "refusing to touch the run") from None
+    for key in INHERITED:
+        config[key] = previous.get(key) if config.get(key) is None else config[key]
     differ = [
         f"--{key.replace('_', '-')} {previous.get(key)} there, {config.get(key)} here"
         for key in sorted(set(previous) | set(config))
