@@ -110,8 +110,8 @@ class Checkpoints:
 
         Raises:
           ValueError: `like` does not match the structure, shapes or dtypes of
-            the latest checkpoint whose digest reads (the differing leaves
-            are named; nothing on disk changes).
+            the latest checkpoint whose digest reads, nor of its state (the
+            differing leaves are named; nothing on disk changes).
           CheckpointError: no checkpoint restores and `fresh_if_damaged` is
             false; nothing on disk changes.
         """
