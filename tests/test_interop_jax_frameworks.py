@@ -108,3 +108,11 @@ def test_refusals():
                              gate_activation="nope")
     with pytest.raises(TypeError, match="module must be an eqx.nn.LSTMCell or eqx.nn.GRUCell"):
         rs.interop.from_equinox("lstm")
+
+
+def test_imported_cells_are_the_constructors():
+    """Imported float32 cells are the objects rs.lstm / rs.gru build (jit caches hit)."""
+    rng = np.random.default_rng(0)
+    lstm_cell, _ = rs.interop.from_haiku({"w": rng.normal(size=(F + H, 4 * H)).astype(np.float32),
+                                          "b": np.zeros(4 * H, np.float32)})
+    assert lstm_cell is rs.lstm(F, H)

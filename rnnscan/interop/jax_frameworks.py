@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import jax
 import numpy as np
 
 from rnnscan.cells import gru, lstm
@@ -40,7 +41,7 @@ def from_haiku(params: Mapping):
         F = w.shape[0] - H
         check_shape("params['b']", b.shape, (4 * H,))
         order = np.arange(4 * H).reshape(4, H)[[0, 2, 1, 3]].reshape(-1)  # i, g, f, o -> i, f, g, o
-        cell = lstm(F, H, forget_bias=1.0, param_dtype=w.dtype)
+        cell = lstm(F, H, forget_bias=1.0, **dtype_option(w.dtype))
         return cell, {"w_ih": w[:F, order], "w_hh": w[F:, order], "b": b[order]}
     if keys == {"w_i", "w_h", "b"}:
         w_i, w_h, b = (np.asarray(params[k]) for k in ("w_i", "w_h", "b"))
@@ -50,7 +51,7 @@ def from_haiku(params: Mapping):
         # z, r, a -> r, z, n with z negated (haiku's z is rnnscan's 1 - z).
         order = np.concatenate([np.arange(H, 2 * H), np.arange(H), np.arange(2 * H, 3 * H)])
         sign = np.concatenate([np.ones(H), -np.ones(H), np.ones(H)]).astype(w_i.dtype)
-        cell = gru(w_i.shape[0], H, reset_after=False, param_dtype=w_i.dtype)
+        cell = gru(w_i.shape[0], H, reset_after=False, **dtype_option(w_i.dtype))
         return cell, {"w_ih": w_i[:, order] * sign, "w_hh": w_h[:, order] * sign,
                       "b": b[order] * sign}
     raise ValueError(f"params must be hk.LSTM's linear {{'w', 'b'}} or hk.GRU's {{'w_i', 'w_h', "
@@ -74,18 +75,18 @@ def from_flax(params: Mapping, *, gate_activation: str = "sigmoid", activation: 
     """
     keys = set(params) if isinstance(params, Mapping) else None
     kernel = lambda k: np.asarray(params[k]["kernel"])
-    options = dict(gate_activation=gate_activation, activation=activation)
+    dtype = np.asarray(jax.tree_util.tree_leaves(params)[0]).dtype if keys else np.float32
+    options = dict(gate_activation=gate_activation, activation=activation, **dtype_option(dtype))
     if keys == _FLAX_LSTM:
         cat = lambda side, part: np.concatenate([np.asarray(params[side + g][part]) for g in "ifgo"],
                                                 axis=-1)
         w_ih = cat("i", "kernel")
-        cell = lstm(w_ih.shape[0], w_ih.shape[1] // 4, forget_bias=0.0, param_dtype=w_ih.dtype,
-                    **options)
+        cell = lstm(w_ih.shape[0], w_ih.shape[1] // 4, forget_bias=0.0, **options)
         return cell, {"w_ih": w_ih, "w_hh": cat("h", "kernel"), "b": cat("h", "bias")}
     if keys == _FLAX_GRU:
         w_ih = np.concatenate([kernel("i" + g) for g in "rzn"], axis=-1)
         b = np.concatenate([np.asarray(params["i" + g]["bias"]) for g in "rzn"])
-        cell = gru(w_ih.shape[0], w_ih.shape[1] // 3, param_dtype=w_ih.dtype, **options)
+        cell = gru(w_ih.shape[0], w_ih.shape[1] // 3, **options)
         return cell, {"w_ih": w_ih, "w_hh": np.concatenate([kernel("h" + g) for g in "rzn"], -1),
                       "b": b, "b_hn": np.asarray(params["hn"]["bias"])}
     raise ValueError(f"params must be a flax LSTMCell's {sorted(_FLAX_LSTM)} or GRUCell's "
@@ -104,7 +105,7 @@ def from_equinox(module):
     if kind not in ("LSTMCell", "GRUCell") or not hasattr(module, "weight_ih"):
         raise TypeError(f"module must be an eqx.nn.LSTMCell or eqx.nn.GRUCell; got {kind}")
     w_ih, w_hh = np.asarray(module.weight_ih).T, np.asarray(module.weight_hh).T
-    options = dict(use_bias=bool(module.use_bias), param_dtype=w_ih.dtype)
+    options = dict(use_bias=bool(module.use_bias), **dtype_option(w_ih.dtype))
     params = {"w_ih": w_ih, "w_hh": w_hh}
     if module.use_bias:
         params["b"] = np.asarray(module.bias)
@@ -113,6 +114,13 @@ def from_equinox(module):
     if module.use_bias:
         params["b_hn"] = np.asarray(module.bias_n)
     return gru(module.input_size, module.hidden_size, **options), params
+
+
+def dtype_option(dtype) -> dict:
+    """`param_dtype=dtype` for a cell constructor, left out for float32 (the default) so
+    that an imported cell is the one `rs.lstm(F, H)` builds (`same_for_same_arguments`
+    tells `jnp.float32` and `np.dtype("float32")` apart)."""
+    return {} if np.dtype(dtype) == np.float32 else {"param_dtype": dtype}
 
 
 def _gate_width(name: str, shape, gates: int) -> int:
