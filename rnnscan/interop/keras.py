@@ -13,6 +13,7 @@ import numpy as np
 
 from rnnscan.cells import gru, lstm, rnn
 from rnnscan.cells._common import ACTIVATIONS
+from rnnscan.interop.jax_frameworks import dtype_option
 from rnnscan.layers import layer as sequence_layer
 
 _KINDS = {"LSTM": "LSTM", "LSTMCell": "LSTM", "GRU": "GRU", "GRUCell": "GRU",
@@ -53,7 +54,7 @@ def from_keras(layer):
     bias = _numpy(cell.bias) if cell.use_bias else None
     input_size, units = w_ih.shape[0], cell.units
     options = dict(activation=_activation("activation", cell.activation),
-                   use_bias=bool(cell.use_bias), param_dtype=w_ih.dtype)
+                   use_bias=bool(cell.use_bias), **dtype_option(w_ih.dtype))
     if kind == "SimpleRNN":
         params = {"w_ih": w_ih, "w_hh": w_hh}
         model = rnn(input_size, units, **options)
