@@ -99,16 +99,18 @@ def carry(axis: Axis, maps, h0, apply: Callable):
     Returns:
       The state before this shard's first step.
     """
-    index, _, _, _ = position(axis)
+    index = jax.lax.axis_index(axis.name)
     every = jax.lax.all_gather(maps, axis.name)  # leaves (shards, ...): tiny, one map a shard
 
-    def compose(h, ab):
-        a, b = ab
-        return jax.tree_util.tree_map(lambda a, b, h: apply(a, h) + b, a, b, h), h
-
-    # K maps in sequence: O(K) on every shard, negligible beside a shard's scan.
-    h_ins = jax.lax.scan(compose, varying(axis, h0), every, reverse=axis.reverse)[1]
-    return jax.tree_util.tree_map(lambda h: h[index], h_ins)
+    _, count, _, _ = position(axis)
+    # K maps in sequence (K, the shards, is static and small): O(K) on every
+    # shard, negligible beside a shard's scan.
+    h, h_ins = varying(axis, h0), [None] * count
+    for k in reversed(range(count)) if axis.reverse else range(count):
+        h_ins[k] = h
+        a, b = jax.tree_util.tree_map(lambda m: m[k], every)
+        h = jax.tree_util.tree_map(lambda a, b, h: apply(a, h) + b, a, b, h)
+    return jax.tree_util.tree_map(lambda *hs: jnp.stack(hs)[index], *h_ins)
 
 
 def shift(axis: Axis | None, h0, hs):
