@@ -128,11 +128,12 @@ def pipeline(axis: Axis, segment: Callable, h0):
     """`segment` run on every shard from the state the shards before leave: a relay.
 
     `segment(h_in) -> (h_out, outputs)` runs this shard's steps. The carry passes
-    from shard to shard (`ppermute`): the shards run their segments one after
-    another, so this is no faster than one device, and a little slower (each
-    shard's segment runs twice: once in the relay for its final state,
-    checkpointed, once for its outputs). What it buys is memory: each device
-    holds one slice of the sequence and its activations.
+    from shard to shard (`ppermute`) in K - 1 hops, each as long as one
+    segment, and then every shard runs its segment for its outputs: about the
+    time of one device on the whole sequence, never less (every shard computes
+    in every hop, one result kept, and the hops' final states are
+    recomputed for the gradient). What it buys is memory: each device holds
+    one slice of the sequence and its activations, and one carry per hop.
 
     Returns:
       `(h_final, outputs)`: the state after the last shard (on every shard) and
