@@ -4,14 +4,15 @@
 # Run from the repository root on a machine whose jax has CUDA and that has torch
 # and flax (nothing is installed). First checks rnnscan against the plain
 # reference and against torch's cuDNN on the GPU, and stops if they disagree.
-# Then runs the configs in groups, each in its own process under a timeout (a
+# Then times sequence parallelism and an exported module, and runs the configs in groups, each in its own process under a timeout (a
 # crash or a hang loses only its group), most important first, and merges what
 # finished into $OUT/gpu.{json,md,png}. Exits non-zero if any group failed.
 # The device tool returns at most 8 files from $OUT: each group's own files go to
 # a scratch folder and come back together in $OUT/gpu-groups.tar.gz.
 #
 #   OUT=/tmp/out bash benchmarks/gpu.sh
-#   OUT=/tmp/out TINY=1 bash benchmarks/gpu.sh   # smoke test of this script (any machine)
+#   OUT=/tmp/out TINY=1 bash benchmarks/gpu.sh   # smoke test of this script (any machine;
+#                                                 tests/test_gpu_script.py runs it)
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -26,7 +27,9 @@ FAILED=()
 { nvidia-smi || true; python -c 'import jax; print(jax.devices())'; } 2>&1 | tee "$OUT/machine.txt"
 
 echo "== correctness: rnnscan vs the plain scan and torch, on the GPU"
-timeout 150 python -m rnnscan.bench.check 2>&1 | tee "$OUT/check.txt"
+check_limit=150
+if [[ -n "${TINY:-}" ]]; then check_limit=600; fi  # TINY: any machine, maybe a loaded CPU
+timeout "$check_limit" python -m rnnscan.bench.check 2>&1 | tee "$OUT/check.txt"
 
 # group NAME ARGS...: one harness run, timed out before the budget ends.
 group() {
@@ -41,6 +44,27 @@ group() {
       --rounds 5 --reps 10 --case-budget 3 --deadline $((left - 40)) "$@" \
     || { echo "== $name: failed or timed out (rc=$?)"; FAILED+=("$name"); }
 }
+
+# Sequence parallelism over every local device (on one GPU: the machinery's
+# overhead) and the exported module (jax.export round trip of an rs.unroll LSTM):
+# tables on stdout, JSON in the groups' tarball. First and capped, so that they fit.
+extra() {
+  local name=$1 cap=$2; shift 2
+  local left=$((BUDGET - SECONDS - 25))
+  if ((left < 40)); then echo "== $name: skipped, ${left}s left"; FAILED+=("$name (no time)"); return; fi
+  echo "== $name ($left s left)"
+  timeout $((left < cap ? left : cap)) python "$@" \
+    || { echo "== $name: failed or timed out (rc=$?)"; FAILED+=("$name"); }
+}
+if [[ -n "${TINY:-}" ]]; then
+  extra sequence_parallel 90 benchmarks/sequence_parallel.py --time 64 --batch 2 --features 4 --reps 1 \
+    --out "$WORK/extra-sequence_parallel.json"
+  extra export 45 benchmarks/export_roundtrip.py --time 16 --batch 2 --hidden 8 --reps 1 \
+    --out "$WORK/extra-export.json"
+else
+  extra sequence_parallel 90 benchmarks/sequence_parallel.py --out "$WORK/extra-sequence_parallel.json"
+  extra export 45 benchmarks/export_roundtrip.py --out "$WORK/extra-export.json"
+fi
 
 group headline --configs small,medium,latency
 group matmul --configs large,deepbench

@@ -6,7 +6,7 @@ outputs and temporaries of one device's program), for the forward pass and for
 forward+backward (the gradient of a loss with respect to params and inputs).
 No timings: on virtual CPU devices the 8 shards share the host's cores.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/sequence_parallel_memory.py
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 PYTHONPATH=. python benchmarks/sequence_parallel_memory.py
 """
 
 from __future__ import annotations

@@ -99,16 +99,18 @@ def carry(axis: Axis, maps, h0, apply: Callable):
     Returns:
       The state before this shard's first step.
     """
-    index, _, _, _ = position(axis)
+    index = jax.lax.axis_index(axis.name)
     every = jax.lax.all_gather(maps, axis.name)  # leaves (shards, ...): tiny, one map a shard
 
-    def compose(h, ab):
-        a, b = ab
-        return jax.tree_util.tree_map(lambda a, b, h: apply(a, h) + b, a, b, h), h
-
-    # K maps in sequence: O(K) on every shard, negligible beside a shard's scan.
-    h_ins = jax.lax.scan(compose, varying(axis, h0), every, reverse=axis.reverse)[1]
-    return jax.tree_util.tree_map(lambda h: h[index], h_ins)
+    _, count, _, _ = position(axis)
+    # K maps in sequence (K, the shards, is static and small): O(K) on every
+    # shard, negligible beside a shard's scan.
+    h, h_ins = varying(axis, h0), [None] * count
+    for k in reversed(range(count)) if axis.reverse else range(count):
+        h_ins[k] = h
+        a, b = jax.tree_util.tree_map(lambda m: m[k], every)
+        h = jax.tree_util.tree_map(lambda a, b, h: apply(a, h) + b, a, b, h)
+    return jax.tree_util.tree_map(lambda *hs: jnp.stack(hs)[index], *h_ins)
 
 
 def shift(axis: Axis | None, h0, hs):
@@ -126,11 +128,12 @@ def pipeline(axis: Axis, segment: Callable, h0):
     """`segment` run on every shard from the state the shards before leave: a relay.
 
     `segment(h_in) -> (h_out, outputs)` runs this shard's steps. The carry passes
-    from shard to shard (`ppermute`): the shards run their segments one after
-    another, so this is no faster than one device, and a little slower (each
-    shard's segment runs twice: once in the relay for its final state,
-    checkpointed, once for its outputs). What it buys is memory: each device
-    holds one slice of the sequence and its activations.
+    from shard to shard (`ppermute`) in K - 1 hops, each as long as one
+    segment, and then every shard runs its segment for its outputs: about the
+    time of one device on the whole sequence, never less (every shard computes
+    in every hop, one result kept, and the hops' final states are
+    recomputed for the gradient). What it buys is memory: each device holds
+    one slice of the sequence and its activations, and one carry per hop.
 
     Returns:
       `(h_final, outputs)`: the state after the last shard (on every shard) and

@@ -13,9 +13,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rnnscan"
 LAYERS = [
     ("tree", "masks", "validation", "tuning", "batch"),
     ("cell", "plan"),
-    ("scan", "chunked", "associative", "newton", "newton_options", "kernels"),
+    ("scan", "chunked", "associative", "newton", "newton_options", "kernels", "shards"),
     ("cells",),
-    ("unroll", "tf1_names"),
+    ("unroll", "tf1_names", "sequence_parallel"),
     ("dropout", "layers"),
     ("interop", "train", "tasks", "bench", "cli", "arguments", "flax", "equinox", "sampling", "__main__"),
 ]
