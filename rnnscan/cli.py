@@ -8,6 +8,7 @@ exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -26,7 +27,10 @@ from rnnscan.arguments import clip_norm, non_negative_float, non_negative_int, p
 from rnnscan.bench.run import add_arguments as add_bench_arguments
 from rnnscan.bench.run import run_command as run_bench
 from rnnscan.bench import tune
+from rnnscan.train.sharding import barrier
 
+# Where this process stands in a multi-host run: not settings of the run.
+PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
 EVAL_BATCHES = 4
 SAMPLE_PROMPT, SAMPLE_LENGTH = "Elizabeth", 400
 
@@ -70,6 +74,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-norm", type=clip_norm, default=1.0,
                         help="clip the global gradient norm to this before each update; 'none' turns "
                              "clipping off (default: %(default)s)")
+    group = parser.add_argument_group(
+        "multi-host", "Start the same command in every process; process 0 writes run.json, the metrics and "
+        "the plot, and prints; all write the checkpoints together. --out must be a directory every process "
+        "reaches. Each flag's default is the environment variable named.")
+    group.add_argument("--coordinator", metavar="HOST:PORT", default=os.environ.get("RNNSCAN_COORDINATOR"),
+                       help="process 0's address and a free port there; 'auto' takes the three from the "
+                            "cluster's environment (SLURM, Open MPI, Cloud TPU), as jax.distributed.initialize() "
+                            "does (default: $RNNSCAN_COORDINATOR, else a single process)")
+    group.add_argument("--num-processes", type=positive_int, default=os.environ.get("RNNSCAN_NUM_PROCESSES"),
+                       help="how many processes take part (default: $RNNSCAN_NUM_PROCESSES)")
+    group.add_argument("--process-id", type=non_negative_int, default=os.environ.get("RNNSCAN_PROCESS_ID"),
+                       help="this process's index, from 0 (default: $RNNSCAN_PROCESS_ID)")
     parser.add_argument("--restart-if-damaged", action="store_true",
                         help="when every checkpoint in --out is damaged, set them aside and train from "
                              "step 0 (default: refuse)")
@@ -84,11 +100,18 @@ def run_train(args: argparse.Namespace) -> int:
     full disk) stops the run with one line naming the last good checkpoint.
     """
     task = tasks.get(args.task)
-    config = {key: value for key, value in vars(args).items() if key not in ("command", "run")}
+    config = {key: value for key, value in vars(args).items() if key not in ("command", "run") + PROCESS_FLAGS}
     for key, value in task.defaults.items():
         config[key] = value if config[key] is None else config[key]
     config["out"] = config["out"] or os.path.join("runs", task.name)
     out = Path(config["out"])
+    if args.coordinator is not None:
+        try:
+            train.initialize_processes(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as error:
+            raise UsageError(f"--coordinator, --num-processes, --process-id: {error}") from None
+    elif (args.num_processes, args.process_id) != (None, None):
+        raise UsageError("--num-processes and --process-id need --coordinator (or $RNNSCAN_COORDINATOR)")
     parallel = train.data_parallel()
     if config["batch_size"] % parallel.num_devices:
         raise UsageError(f"--batch-size {config['batch_size']} must be a multiple of the "
@@ -102,9 +125,12 @@ def run_train(args: argparse.Namespace) -> int:
     if config["decay"] != "constant" and config["final_lr"] > config["lr"]:
         raise UsageError(f"--final-lr: must be at most --lr ({config['lr']}) to decay to; got {config['final_lr']}")
     try:
-        with rundir.locked(out), train.held_signals(on_second=lambda signum: stop_at_once(signum, config)):
+        # Process 0 holds the lock; every process checks the run before process 0 rewrites run.json.
+        with (rundir.locked(out) if jax.process_index() == 0 else contextlib.nullcontext()), \
+                train.held_signals(on_second=lambda signum: stop_at_once(signum, config)):
             rundir.check_resumable(out, config)
             config["decay_steps"] = config["decay_steps"] or config["steps"]
+            barrier("rnnscan train: the run is checked")
             checkpoints = train.Checkpoints(rundir.checkpoints_dir(out))
             try:
                 return train_run(task, config, parallel, eval_batches, checkpoints)
@@ -157,6 +183,7 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
         print(f"rnnscan train: error: {error}", file=sys.stderr)
         return 1
     start = int(state.step)
+    primary = jax.process_index() == 0  # writes the run's files and prints
     recorded, _ = train.read_records(out / rundir.METRICS)
     # Records past the first checkpoint and no checkpoint: they were deleted, and starting
     # over would erase the run's history. (A run killed before its first checkpoint
@@ -168,14 +195,16 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
                   "Refusing to start the run over from step 0; nothing was changed. (Pass "
                   "--restart-if-damaged to start over; the metrics are kept beside.)", file=sys.stderr)
             return 1
-        kept = train.set_aside(out / rundir.METRICS, ".before-restart")
-        warnings.warn(f"{out} holds no checkpoint: starting over from step 0 as --restart-if-damaged asks; "
-                      f"its metrics up to step {recorded[-1]['step']} are kept in {kept}", stacklevel=2)
-    rundir.write_run_json(out, config, parallel.num_devices)
-    metrics = train.MetricsLog(out / rundir.METRICS, resume_step=start)
-    if start >= config["steps"]:
+        if primary:
+            kept = train.set_aside(out / rundir.METRICS, ".before-restart")
+            warnings.warn(f"{out} holds no checkpoint: starting over from step 0 as --restart-if-damaged "
+                          f"asks; its metrics up to step {recorded[-1]['step']} are kept in {kept}", stacklevel=2)
+    if primary:
+        rundir.write_run_json(out, config, parallel.num_devices)
+        metrics = train.MetricsLog(out / rundir.METRICS, resume_step=start)
+    if start >= config["steps"] and primary:
         print(f"{out} is already trained to step {start}; pass a larger --steps to go on")
-    elif start:
+    elif start and primary:
         print(f"resuming {out} from step {start}")
 
     loss_fn = tasks.loss_fn(task, model)
@@ -192,8 +221,11 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
         checkpoints=checkpoints,
         checkpoint_every=config["checkpoint_every"],
         tokens_per_step=batch_size * seq_len,
-        on_log=metrics.write,
+        on_log=metrics.write if primary else None,
+        progress=primary,
     )
+    if not primary:
+        return 0
 
     train.plot_losses(metrics.records, out / rundir.PLOT, chance=task.chance,
                       title=f"{task.name}: {config['layers']}x {config['cell']} {config['hidden']}")
@@ -202,7 +234,8 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
         print(f"loss {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step "
               f"{last['step']} (chance {task.chance:.4f}); wrote {out}/{rundir.METRICS}, run.json, {rundir.PLOT}")
     if task.name == "charlm":
-        text = tasks.charlm.sample(cell, state.params, SAMPLE_PROMPT, SAMPLE_LENGTH, jax.random.PRNGKey(seed))
+        # On this host alone: the replicated params, copied from this process's device.
+        text = tasks.charlm.sample(cell, jax.device_get(state.params), SAMPLE_PROMPT, SAMPLE_LENGTH, jax.random.PRNGKey(seed))
         print(f"--- sample ---\n{text}")
     return 0
 
