@@ -27,14 +27,24 @@ positive_int = int_at_least(1, "positive integer")
 non_negative_int = int_at_least(0, "non-negative integer")
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+def float_at_least(minimum: float, what: str, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number above `minimum` (`strict`) or at least it, called a
+    `what` number in errors."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what} number, got {text!r}") from None
+        if not (math.isfinite(value) and (value > minimum if strict else value >= minimum)):
+            raise argparse.ArgumentTypeError(f"must be a {what} finite number, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = float_at_least(0.0, "positive", strict=True)
+non_negative_float = float_at_least(0.0, "non-negative", strict=False)
 
 
 def non_negative_float(text: str) -> float:

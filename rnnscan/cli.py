@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -39,6 +40,7 @@ class Command(NamedTuple):
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    needs_train_extra: bool = False  # orbax, tqdm, matplotlib: `pip install 'rnnscan[train]'`
 
 
 class UsageError(Exception):
@@ -51,21 +53,25 @@ class UsageError(Exception):
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=sorted(tasks.TASKS), default="charlm",
                         help="what to learn (default: charlm)")
-    parser.add_argument("--cell", choices=sorted(cells.BY_NAME), help="the recurrent cell (default: per task)")
-    parser.add_argument("--hidden", type=positive_int, help="hidden size of every layer (default: per task)")
-    parser.add_argument("--layers", type=positive_int, help="stacked layers (default: per task)")
-    parser.add_argument("--batch-size", type=positive_int, help="global batch size, split over devices (default: per task)")
-    parser.add_argument("--seq-len", type=positive_int, help="steps per sequence (default: per task)")
-    parser.add_argument("--steps", type=positive_int, help="total updates; more than a finished run's extends it (default: per task)")
-    parser.add_argument("--lr", type=positive_float, help="Adam's peak learning rate (default: per task)")
-    parser.add_argument("--warmup", type=non_negative_int, help="steps of the linear warmup from 0 to --lr (default: per task)")
+    parser.add_argument("--cell", choices=sorted(cells.BY_NAME), help=f"the recurrent cell (default: {per_task('cell')})")
+    parser.add_argument("--hidden", type=positive_int, help=f"hidden size of every layer (default: {per_task('hidden')})")
+    parser.add_argument("--layers", type=positive_int, help=f"stacked layers (default: {per_task('layers')})")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"global batch size, split over devices (default: {per_task('batch_size')})")
+    parser.add_argument("--seq-len", type=positive_int, help=f"steps per sequence (default: {per_task('seq_len')})")
+    parser.add_argument("--steps", type=positive_int,
+                        help=f"total updates; more than a finished run's extends it (default: {per_task('steps')})")
+    parser.add_argument("--lr", type=positive_float, help=f"Adam's peak learning rate (default: {per_task('lr')})")
+    parser.add_argument("--warmup", type=non_negative_int,
+                        help=f"steps of the linear warmup from 0 to --lr (default: {per_task('warmup')})")
     parser.add_argument("--decay", choices=train.DECAYS,
                         help="the rate from --lr: constant, or down to --final-lr at --decay-steps along "
-                             "a cosine or a line; times the warmup's ramp (default: per task)")
+                             f"a cosine or a line; times the warmup's ramp (default: {per_task('decay')})")
     parser.add_argument("--decay-steps", type=positive_int,
                         help="the step where the decay reaches --final-lr, then stays (default: the --steps "
                              "the run starts with, so a larger --steps later extends the run exactly)")
-    parser.add_argument("--final-lr", type=non_negative_float, help="the learning rate the decay ends at (default: per task)")
+    parser.add_argument("--final-lr", type=non_negative_float,
+                        help=f"the learning rate the decay ends at (default: {per_task('final_lr')})")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the params and the data (default: 0)")
     parser.add_argument("--log-every", type=positive_int, default=50, help="steps between log records (default: 50)")
     parser.add_argument("--eval-every", type=positive_int, default=250, help="steps between evaluations (default: 250)")
@@ -89,6 +95,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart-if-damaged", action="store_true",
                         help="when every checkpoint in --out is damaged, set them aside and train from "
                              "step 0 (default: refuse)")
+
+
+def per_task(key: str) -> str:
+    """Each task's default for the option `key`, as `--help` shows it: "charlm 256, copy 128, ..."."""
+    defaults = {name: make().defaults for name, make in tasks.TASKS.items()}
+    return ", ".join(f"{name} {values[key]}" for name, values in defaults.items() if key in values)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -200,12 +212,13 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
             warnings.warn(f"{out} holds no checkpoint: starting over from step 0 as --restart-if-damaged "
                           f"asks; its metrics up to step {recorded[-1]['step']} are kept in {kept}", stacklevel=2)
     if primary:
-        rundir.write_run_json(out, config, parallel.num_devices)
         metrics = train.MetricsLog(out / rundir.METRICS, resume_step=start)
-    if start >= config["steps"] and primary:
-        print(f"{out} is already trained to step {start}; pass a larger --steps to go on")
-    elif start and primary:
-        print(f"resuming {out} from step {start}")
+        if start >= config["steps"]:  # nothing to do: run.json keeps the settings that trained it
+            print(f"{out} is already trained to step {start}; pass a larger --steps to go on")
+        else:
+            rundir.write_run_json(out, config, parallel.num_devices)
+            if start:
+                print(f"resuming {out} from step {start}")
 
     loss_fn = tasks.loss_fn(task, model)
     state = train.fit(
@@ -227,17 +240,28 @@ def train_run(task: tasks.Task, config: dict, parallel: train.DataParallel, eval
     if not primary:
         return 0
 
-    train.plot_losses(metrics.records, out / rundir.PLOT, chance=task.chance,
+    train.plot_losses(metrics.records, out / rundir.PLOT, chance=task.chance, unit=task.unit,
                       title=f"{task.name}: {config['layers']}x {config['cell']} {config['hidden']}")
     if metrics.records:
         first, last = metrics.records[0], metrics.records[-1]
-        print(f"loss {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step "
-              f"{last['step']} (chance {task.chance:.4f}); wrote {out}/{rundir.METRICS}, run.json, {rundir.PLOT}")
+        evals = [r for r in metrics.records if "eval_loss" in r]
+        if evals:
+            print(f"eval loss {in_units(evals[-1]['eval_loss'], task.unit)} at step {evals[-1]['step']} "
+                  f"(chance {in_units(task.chance, task.unit)})")
+        print(f"train loss {first['loss']:.4f} at step {first['step']} -> {last['loss']:.4f} at step "
+              f"{last['step']}; wrote {out}/{rundir.METRICS}, run.json, {rundir.PLOT}")
     if task.name == "charlm":
         # On this host alone: the replicated params, copied from this process's device.
         text = tasks.charlm.sample(cell, jax.device_get(state.params), SAMPLE_PROMPT, SAMPLE_LENGTH, jax.random.PRNGKey(seed))
         print(f"--- sample ---\n{text}")
     return 0
+
+
+def in_units(loss: float, unit: str) -> str:
+    """`1.7200 nats/char (2.4814 bits/char)`: a loss in its unit, and in bits where it is in nats."""
+    if unit.startswith("nats/"):
+        return f"{loss:.4f} {unit} ({loss / math.log(2):.4f} bits/{unit[len('nats/'):]})"
+    return f"{loss:.4f} ({unit})"
 
 
 # -- rnnscan sample ----------------------------------------------------------------
@@ -248,8 +272,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=SAMPLE_PROMPT, help=f"the text to start from (default: {SAMPLE_PROMPT})")
     parser.add_argument("--length", type=positive_int, default=SAMPLE_LENGTH,
                         help=f"characters to generate after the prompt (default: {SAMPLE_LENGTH})")
-    parser.add_argument("--temperature", type=positive_float, default=0.8,
-                        help="divides the logits: lower is more conservative (default: 0.8)")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.8,
+                        help="divides the logits: lower is more conservative, 0 is greedy (default: 0.8)")
     parser.add_argument("--top-k", type=positive_int, help="draw from the K likeliest characters only; 1 is greedy")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the draws (default: 0)")
     parser.add_argument("--step", type=non_negative_int, help="the checkpoint to load (default: the latest)")
@@ -293,8 +317,8 @@ def run_info(args: argparse.Namespace) -> int:
 # -- the command -------------------------------------------------------------------
 
 COMMANDS = {
-    "train": Command("train a recurrent model on a shipped task", add_train_arguments, run_train),
-    "sample": Command("print text generated by a trained charlm run", add_sample_arguments, run_sample),
+    "train": Command("train a recurrent model on a shipped task", add_train_arguments, run_train, True),
+    "sample": Command("print text generated by a trained charlm run", add_sample_arguments, run_sample, True),
     "info": Command("the backend, the CPU's instruction set and the kernel variant in use",
                     lambda parser: None, run_info),
     "bench": Command("benchmark rnnscan against torch, flax, haiku and a plain scan",
@@ -307,6 +331,7 @@ COMMANDS = {
 def main(argv=None) -> int:
     """Runs `rnnscan COMMAND ...` and returns its exit status."""
     parser = argparse.ArgumentParser(prog="rnnscan", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"rnnscan {rs.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.run.__doc__)
@@ -316,9 +341,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.run is run_bench:
         args.argv = argv[1:]  # `--isa` restarts the benchmark with them
+    if COMMANDS[args.command].needs_train_extra:
+        try:
+            train.require_extra("it")
+        except ModuleNotFoundError as error:
+            print(f"rnnscan {args.command}: error: {error}", file=sys.stderr)
+            return 1
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a reader gone away shows here, not at exit
+        return status
     except KeyboardInterrupt:  # Ctrl-C outside `rnnscan train`'s run, or a second one after its last line
         return 130
     except UsageError as error:
         subparsers.choices[args.command].error(str(error))
+    except BrokenPipeError:
+        # The reader closed the pipe (`rnnscan info | head -2`): stop quietly, the
+        # idiom of Python's signal docs. stdout goes to /dev/null so that the
+        # flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

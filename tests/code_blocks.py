@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import re
+import shlex
 
 OPTIONAL = ("torch", "flax", "equinox", "haiku", "keras", "tensorflow")
 
@@ -18,6 +19,19 @@ def python_blocks(path: pathlib.Path) -> list[tuple[int, str]]:
     text = path.read_text()
     return [(text.count("\n", 0, m.start(1)) + 1, m[1])
             for m in re.finditer(r"```python\n(.*?)```", text, flags=re.S)]
+
+
+def shell_commands(path: pathlib.Path, program: str) -> list[list[str]]:
+    """The commands of `program` in the file's ```sh blocks, split as a shell splits them
+    (`pip install . && rnnscan train` gives `["rnnscan", "train"]`; comments dropped)."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", path.read_text(), flags=re.S):
+        for line in block.splitlines():
+            for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                if words[:1] == [program]:
+                    commands.append(words)
+    return commands
 
 
 def missing_peers(code: str) -> list[str]:

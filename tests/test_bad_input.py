@@ -347,6 +347,8 @@ ROWS = [
     ("model-input-size", lambda: train.sequence_model(CELL, 0, 3), V, r"input_size must be a positive int; got 0", None),
     ("model-output-size", lambda: train.sequence_model(CELL, F, -1), V, r"output_size must be a positive int; got -1", None),
     ("model-core", lambda: train.sequence_model("lstm", F, 3), TE, r"core must be an rnnscan.Cell", None),
+    ("model-bare-step", lambda: train.sequence_model(lambda p, h, x: (h, x), F, 3), TE, r"sequence_model: core must be a Layer or a Cell with init and initial_state .* got a bare step function", None),
+    ("model-cell-no-init", lambda: train.sequence_model(CELL._replace(init=None), F, 3), TE, r"core must be a Layer or a Cell with init .* got a Cell without init", None),
     ("model-input-mismatch", lambda: train.sequence_model(CELL, F + 1, 3).init(KEY), V, r"must have 7 features .*got 8", None),
     ("model-apply-rank-2", lambda: train.sequence_model(CELL, F, 3).apply(train.sequence_model(CELL, F, 3).init(KEY), ones(B, T)), V, r"xs must have shape .*got shape \(4, 10\)", (4, 10)),
     ("checkpoints-keep-1", lambda: train.Checkpoints("/tmp/rnnscan-bad-input-ckpt", max_to_keep=1), V, r"max_to_keep must be at least 2; got 1", None),

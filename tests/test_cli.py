@@ -405,3 +405,74 @@ def test_info_names_the_instruction_set_and_the_kernel_variant(capsys):
     info = kernels.info()
     assert f"isa: {info['isa']}" in out and f"variant: {info['variant']}" in out
     assert f"why: {info['why']}" in out
+
+
+def test_a_refused_no_op_rerun_rewrites_no_run_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(TINY + ["--steps", "4", "--out", str(out)]) == 0
+    before = (out / "run.json").read_bytes(), (out / "run.json").stat().st_mtime_ns
+    assert main(TINY + ["--steps", "2", "--out", str(out)]) == 0
+    assert f"{out} is already trained to step 4; pass a larger --steps" in capsys.readouterr().out
+    assert ((out / "run.json").read_bytes(), (out / "run.json").stat().st_mtime_ns) == before
+    assert json.loads(before[0])["config"]["steps"] == 4
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_without_the_train_extra_train_and_sample_say_what_to_install(monkeypatch, tmp_path, capsys, command):
+    for module in ("orbax", "orbax.checkpoint"):  # as if `pip install .` without [train]
+        monkeypatch.setitem(sys.modules, module, None)
+    argv = TINY + ["--out", str(tmp_path / "run")] if command == "train" else ["sample", "--run", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == (f"rnnscan {command}: error: it needs the train extra, pip install 'rnnscan[train]' "
+                   "(no module named 'orbax.checkpoint')\n")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.delitem(sys.modules, "rnnscan.train.checkpoint")  # imported anew: its orbax is missing
+    with pytest.raises(ModuleNotFoundError, match=r"rnnscan.train.Checkpoints needs the train extra, "
+                                                  r"pip install 'rnnscan\[train\]'") as caught:
+        train.Checkpoints
+    assert caught.value.name == "orbax.checkpoint"
+
+
+def test_help_shows_each_tasks_defaults_and_version_prints_the_version(capsys):
+    from rnnscan import tasks
+    import rnnscan
+
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--help"])
+    assert exit.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for option, key in [("--hidden", "hidden"), ("--batch-size", "batch_size"), ("--seq-len", "seq_len"),
+                        ("--steps", "steps"), ("--lr", "lr")]:
+        each = ", ".join(f"{name} {make().defaults[key]}" for name, make in tasks.TASKS.items())
+        assert f"(default: {each})" in shown.split(f"{option} {key.upper()} ", 1)[1], option
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out == f"rnnscan {rnnscan.__version__}\n"
+
+
+def test_a_reader_that_closes_the_pipe_ends_rnnscan_info_quietly(jax_cache):
+    read, write = os.pipe()
+    os.close(read)  # `rnnscan info | head -0`: nobody reads
+    try:
+        info = subprocess.run([sys.executable, "-m", "rnnscan", "info"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, env=subprocess_env(jax_cache), cwd=REPO, timeout=120)
+    finally:
+        os.close(write)
+    assert info.stderr == "" and info.returncode == 1
+
+
+def test_the_summary_gives_eval_in_nats_and_bits_per_char_and_the_plot_its_units(charlm_run, monkeypatch, tmp_path):
+    import math
+    from matplotlib.figure import Figure
+    from rnnscan import tasks
+
+    last_eval = [r for r in records(charlm_run.out) if "eval_loss" in r][-1]
+    nats, vocab = last_eval["eval_loss"], len(tasks.charlm.vocab())
+    assert (f"eval loss {nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char) at step 4 "
+            f"(chance {math.log(vocab):.4f} nats/char ({math.log2(vocab):.4f} bits/char))") in charlm_run.printed
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *args, **kwargs: saved.append(fig))
+    train.plot_losses(records(charlm_run.out), tmp_path / "loss.png", chance=4.0, unit="nats/char")
+    assert saved[0].axes[0].get_ylabel() == "loss (nats/char)"
+    assert saved[0].axes[0].get_xlabel() == "step (updates)"

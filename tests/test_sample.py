@@ -192,6 +192,28 @@ def test_rnnscan_sample_prints_the_prompt_and_length_characters(run_dir, capsys)
     assert text == greedy + "\n"
 
 
+def test_rnnscan_sample_temperature_0_is_greedy_as_rs_sample_documents(run_dir, capsys):
+    argv = ["sample", "--run", str(run_dir), "--prompt", "It is", "--length", "25"]
+    assert main(argv + ["--temperature", "0", "--seed", "1"]) == 0
+    greedy = capsys.readouterr().out
+    assert main(argv + ["--top-k", "1", "--seed", "2"]) == 0  # the likeliest character, by top-k
+    assert greedy == capsys.readouterr().out and len(greedy) == len("It is") + 25 + 1
+
+
+def test_a_relative_run_directory_loads_and_samples(run_dir, tmp_path, monkeypatch, capsys):
+    # orbax refuses relative paths: the run directory's checkpoints are made absolute (rundir).
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run_dir, tmp_path / "runs" / "charlm")
+    for relative in ("runs/charlm", "./runs/charlm", "runs/../runs/charlm"):
+        run = train.load_run(relative)
+        assert run.step == 4
+        jax.tree_util.tree_map(np.testing.assert_array_equal, run.params, train.load_run(run_dir).params)
+    assert main(["sample", "--run", "runs/charlm", "--length", "10", "--temperature", "0"]) == 0
+    assert main(["sample", "--run", str(run_dir), "--length", "10", "--temperature", "0"]) == 0
+    relative, absolute = capsys.readouterr().out.splitlines()
+    assert relative == absolute and len(relative) == len("Elizabeth") + 10
+
+
 def test_rnnscan_sample_refuses_bad_arguments_in_one_line(run_dir, tmp_path, capsys):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(run_dir, corrupt)
@@ -211,8 +233,8 @@ def test_rnnscan_sample_refuses_bad_arguments_in_one_line(run_dir, tmp_path, cap
         (["--run", str(other)], "a copy run; rnnscan sample needs a charlm run"),
         (["--run", str(tmp_path)], "is not a run directory: it has no run.json"),
         (run + ["--step", "3"], "step must be one of the checkpoints [2, 4]; got 3"),
-        (run + ["--temperature", "0"], "argument --temperature: must be a positive finite number, got 0"),
-        (run + ["--temperature", "-1"], "argument --temperature: must be a positive finite number"),
+        (run + ["--temperature", "-1"], "argument --temperature: must be a non-negative finite number, got -1"),
+        (run + ["--temperature", "inf"], "argument --temperature: must be a non-negative finite number, got inf"),
         (run + ["--length", "0"], "argument --length: must be a positive integer, got 0"),
         (run + ["--top-k", "78"], "--top-k: must be at most the vocabulary size, 77; got 78"),
         (run + ["--prompt", "caf\u00e9"], "--prompt: string has characters not in the charlm vocabulary: ['\u00e9']"),

@@ -213,3 +213,44 @@ def test_four_devices_match_one_device():
     assert devices == 4 and jax.device_count() == 1
     np.testing.assert_allclose([l for _, l in four], [l for _, l in one], rtol=1e-5)
     assert [s for s, _ in four] == [s for s, _ in one]
+
+
+def pty_of_columns(columns: int):
+    """A pseudo-terminal's `(master fd, slave file)` whose size says `columns` (0: `script` run
+    from a non-terminal)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return master, os.fdopen(slave, "w")
+
+
+def drain(master: int) -> str:
+    import select
+    text = b""
+    while select.select([master], [], [], 0)[0]:
+        text += os.read(master, 65536)
+    return text.decode(errors="replace")
+
+
+@pytest.mark.parametrize("columns", [0, 80])
+def test_progress_shows_under_a_terminal_of_0_columns_as_plain_lines(monkeypatch, capsys, columns):
+    run = tiny()
+    master, terminal = pty_of_columns(columns)
+    try:
+        monkeypatch.setattr(sys, "stderr", terminal)  # where tqdm draws its bar
+        train.fit(run.fresh_state(), run.train_step, lambda s: run.task.batch(0, s, 8, 9), steps=2,
+                  log_every=1)
+        terminal.flush()
+        bar = drain(master)
+    finally:
+        terminal.close()
+        os.close(master)
+    printed = capsys.readouterr().out
+    if columns == 0:  # tqdm's bar would be empty: a plain line per record on stdout
+        assert re.fullmatch(r"step 1/2  loss \S+\nstep 2/2  loss \S+\n", printed), printed
+    else:  # a bar on the terminal, nothing on stdout
+        assert printed == "" and "2/2" in bar and "loss" in bar, bar

@@ -41,6 +41,7 @@ def task() -> Task:
         input_size=2,
         output_size=1,
         chance=1 / 6,
+        unit="squared error",
         batch=batch,
         encode=lambda inputs: inputs,
         token_loss=lambda ys, targets: (ys[..., 0] - targets) ** 2,

@@ -44,6 +44,8 @@ class Task(NamedTuple):
         floats (a one-hot of token ids), on the device.
       token_loss: `token_loss(ys, targets) -> (batch, time)` per-step losses.
       defaults: the command line's defaults for this task (hidden, steps, ...).
+      unit: the loss's unit: `"nats/<token>"` for a cross-entropy (`rnnscan
+        train` gives bits too), else the loss's name.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Task(NamedTuple):
     encode: Callable[[jax.Array], jax.Array]
     token_loss: Callable[[jax.Array, jax.Array], jax.Array]
     defaults: dict
+    unit: str = "nats/token"
 
 
 def loss_fn(task: Task, model) -> Callable:

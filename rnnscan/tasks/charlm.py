@@ -92,6 +92,7 @@ def task() -> Task:
         input_size=size,
         output_size=size,
         chance=math.log(size),
+        unit="nats/char",
         batch=batch,
         encode=one_hot,
         token_loss=optax.softmax_cross_entropy_with_integer_labels,

@@ -42,10 +42,33 @@ _WHERE = {
 }
 
 
+EXTRA = ("orbax.checkpoint", "tqdm", "matplotlib")  # pyproject.toml's `train` extra
+
+
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module 'rnnscan.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"rnnscan.train.{_WHERE[name]}"), name)
+    try:
+        module = importlib.import_module(f"rnnscan.train.{_WHERE[name]}")
+    except ModuleNotFoundError as error:
+        raise _needs_extra(error, f"rnnscan.train.{name}") from None
+    return getattr(module, name)
+
+
+def require_extra(what: str = "rnnscan.train") -> None:
+    """Raises a `ModuleNotFoundError` that says to install the `train` extra, unless it is installed."""
+    for module in EXTRA:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            raise _needs_extra(error, what) from None
+
+
+def _needs_extra(error: ModuleNotFoundError, what: str) -> ModuleNotFoundError:
+    if (error.name or "").split(".")[0] not in {module.split(".")[0] for module in EXTRA}:
+        return error
+    return ModuleNotFoundError(f"{what} needs the train extra, pip install 'rnnscan[train]' "
+                               f"(no module named {error.name!r})", name=error.name)
 
 
 def __dir__():
@@ -76,6 +99,7 @@ __all__ = [
     "masked_mean",
     "plot_losses",
     "read_records",
+    "require_extra",
     "set_aside",
     "sequence_model",
     "step_model",

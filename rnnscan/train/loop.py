@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -75,7 +76,8 @@ def fit(
       on_log: called with each record: `{"step", "loss", "grad_norm",
         "tokens_per_s" (with tokens_per_step), "eval_loss" (at evaluations)}`.
       progress: a tqdm bar when stderr is a terminal, else one plain line per
-        record on stdout; `False` for neither.
+        record on stdout (also under a terminal that reports 0 columns, where
+        tqdm's bar would be empty); `False` for neither.
 
     The record of a step is logged before its checkpoint is saved: a run killed
     in between resumes from the checkpoint before and logs that step again, so
@@ -115,7 +117,7 @@ def fit(
     eval_batches = [parallel.shard(batch) for batch in eval_batches]
     start = int(state.step)
     bar = tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True,
-               disable=not (progress and sys.stderr.isatty()))
+               disable=not (progress and _terminal_columns(sys.stderr) > 0))
 
     all_finite = jnp.array(True)  # on the device: no sync per step
     last_checked, last_logged, last_time = start, start, time.perf_counter()
@@ -195,6 +197,15 @@ def held_signals(on_second: Optional[Callable[[int], None]] = None):
         _held.pop()
         for signum, default in held:
             signal.signal(signum, default)
+
+
+def _terminal_columns(stream) -> int:
+    """The columns of the terminal `stream` writes to; 0 when it is not one, or says 0 (`script`
+    run from a non-terminal: a pty of no size)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (OSError, ValueError, AttributeError):  # no file descriptor: a captured stream
+        return 0
 
 
 def _check_finite(all_finite, last_checked: int, step: int, checkpoints: Optional[Checkpoints]) -> None:

@@ -74,8 +74,9 @@ def set_aside(path: os.PathLike, suffix: str) -> str:
 
 
 def plot_losses(records: list[dict], path: os.PathLike, *, chance: Optional[float] = None,
-                title: str = "") -> None:
-    """Saves the train loss (and `eval_loss` where logged) against step as a PNG (Agg)."""
+                title: str = "", unit: Optional[str] = None) -> None:
+    """Saves the train loss (and `eval_loss` where logged) against step as a PNG (Agg);
+    `unit` (e.g. `"nats/char"`) labels the loss axis."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     fig = Figure(figsize=(7, 4))
@@ -86,8 +87,8 @@ def plot_losses(records: list[dict], path: os.PathLike, *, chance: Optional[floa
         ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval")
     if chance is not None:
         ax.axhline(chance, color="gray", linestyle="--", label="chance")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_xlabel("step (updates)")
+    ax.set_ylabel(f"loss ({unit})" if unit else "loss")
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)

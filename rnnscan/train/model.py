@@ -30,7 +30,14 @@ def sequence_model(core: Cell | Layer, input_size: int, output_size: int) -> Lay
     """
     check_positive_int("input_size", input_size)
     check_positive_int("output_size", output_size)
-    core = core if isinstance(core, Layer) else layer(as_cell(core, "core"))
+    if not isinstance(core, Layer):
+        what = "a Cell without init or initial_state" if isinstance(core, Cell) else "a bare step function"
+        core = as_cell(core, "core")
+        if core.init is None or core.initial_state is None:  # else `.init` would fail, not this call
+            raise TypeError("sequence_model: core must be a Layer or a Cell with init and initial_state "
+                            "(rnnscan.lstm(...), rnnscan.Cell(init, initial_state, step)), since the "
+                            f"model makes its params; got {what}")
+        core = layer(core)
 
     def core_size(core_params):
         xs = jax.ShapeDtypeStruct((1, 1, input_size), jnp.float32)
