@@ -78,8 +78,8 @@ def from_flax(params: Mapping, *, gate_activation: str = "sigmoid", activation: 
     dtype = np.asarray(jax.tree_util.tree_leaves(params)[0]).dtype if keys else np.float32
     options = dict(gate_activation=gate_activation, activation=activation, **dtype_option(dtype))
     if keys == _FLAX_LSTM:
-        cat = lambda side, part: np.concatenate([np.asarray(params[side + g][part]) for g in "ifgo"],
-                                                axis=-1)
+        cat = lambda side, part: np.concatenate(
+            [np.asarray(params[side + g][part]) for g in "ifgo"], axis=-1)
         w_ih = cat("i", "kernel")
         cell = lstm(w_ih.shape[0], w_ih.shape[1] // 4, forget_bias=0.0, **options)
         return cell, {"w_ih": w_ih, "w_hh": cat("h", "kernel"), "b": cat("h", "bias")}
