@@ -75,7 +75,8 @@ def from_flax(params: Mapping, *, gate_activation: str = "sigmoid", activation: 
     """
     keys = set(params) if isinstance(params, Mapping) else None
     kernel = lambda k: np.asarray(params[k]["kernel"])
-    dtype = np.asarray(jax.tree_util.tree_leaves(params)[0]).dtype if keys else np.float32
+    leaves = jax.tree_util.tree_leaves(params) if keys else []
+    dtype = np.asarray(leaves[0]).dtype if leaves else np.float32
     options = dict(gate_activation=gate_activation, activation=activation, **dtype_option(dtype))
     if keys == _FLAX_LSTM:
         cat = lambda side, part: np.concatenate(
