@@ -50,7 +50,8 @@ def _check_state_dtype(cell, params, inputs, time_major, dtype):
     got = {leaf.dtype for leaf in jax.tree_util.tree_leaves(state)}
     if got != {dtype}:
         raise ValueError(
-            f"dtype={dtype.name}: the cell's zero state is {', '.join(sorted(d.name for d in got))} "
+            f"dtype={dtype.name}: the cell's zero state is "
+            f"{', '.join(sorted(d.name for d in got))} "
             "(its param_dtype); leave dtype out, pass an initial_state, or build the cell with "
             f"param_dtype={dtype.name}"
         )

@@ -79,7 +79,8 @@ def test_other_gates_never_take_the_kernel(make):
 
 
 def test_gate_activation_is_part_of_the_cell():
-    assert rs.lstm(F, H, gate_activation="hard_sigmoid") is rs.lstm(F, H, gate_activation="hard_sigmoid")
+    hard = dict(gate_activation="hard_sigmoid")
+    assert rs.lstm(F, H, **hard) is rs.lstm(F, H, **hard)
     assert rs.gru(F, H, gate_activation="hard_sigmoid") != rs.gru(F, H)
 
 

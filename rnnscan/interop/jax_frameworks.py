@@ -75,11 +75,12 @@ def from_flax(params: Mapping, *, gate_activation: str = "sigmoid", activation: 
     """
     keys = set(params) if isinstance(params, Mapping) else None
     kernel = lambda k: np.asarray(params[k]["kernel"])
-    dtype = np.asarray(jax.tree_util.tree_leaves(params)[0]).dtype if keys else np.float32
+    leaves = jax.tree_util.tree_leaves(params) if keys else []
+    dtype = np.asarray(leaves[0]).dtype if leaves else np.float32
     options = dict(gate_activation=gate_activation, activation=activation, **dtype_option(dtype))
     if keys == _FLAX_LSTM:
-        cat = lambda side, part: np.concatenate([np.asarray(params[side + g][part]) for g in "ifgo"],
-                                                axis=-1)
+        cat = lambda side, part: np.concatenate(
+            [np.asarray(params[side + g][part]) for g in "ifgo"], axis=-1)
         w_ih = cat("i", "kernel")
         cell = lstm(w_ih.shape[0], w_ih.shape[1] // 4, forget_bias=0.0, **options)
         return cell, {"w_ih": w_ih, "w_hh": cat("h", "kernel"), "b": cat("h", "bias")}
