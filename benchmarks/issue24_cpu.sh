@@ -16,6 +16,8 @@ python benchmarks/kernel_split.py --cell gru --batches 1,4 | tee -a "$out/kernel
 python benchmarks/kernel_isa.py --isas "$isa" --rows 4,5,6,7,8,1 --name "kernel_isa_${tag}_latency"
 python benchmarks/kernel_isa.py --isas "$isa" --rows 9 --rounds 5 --reps 2 --name "kernel_isa_${tag}_deepbench"
 python benchmarks/kernel_isa.py --isas "$isa" --cell gru --rows 4,6,8,1,3 --name "kernel_isa_${tag}_gru"
+python benchmarks/kernel_cputime.py 128 25 1024 1024 fwd 5 | tee "$out/kernel_cputime_$tag.txt"
+python benchmarks/kernel_cputime.py 128 25 1024 1024 fwd+bwd 3 | tee -a "$out/kernel_cputime_$tag.txt"
 if [ "${LARGE:-0}" = 1 ]; then
   python benchmarks/kernel_isa.py --isas "$isa" --rows 10 --rounds 3 --reps 1 --name "kernel_isa_${tag}_large"
 fi
