@@ -21,7 +21,7 @@ from jax.experimental import checkify
 from rnnscan import associative, chunked, masks, newton, scan, tree, tuning
 from rnnscan.cell import as_cell, split_step
 from rnnscan.newton_options import Newton, newton_options
-from rnnscan.plan import Operands, Plan
+from rnnscan.plan import ArgNames, Operands, Plan, Request
 from rnnscan.validation import (
     check_bool, check_cell_params, check_lengths, check_positive_int, check_recurrent_kernel,
     check_remat, check_same_structure, check_step_mask, check_step, check_unroll, check_xs,
@@ -31,16 +31,15 @@ from rnnscan.validation import (
 METHODS = ("auto", "sequential", "scan", "kernel", "associative", "newton")
 _RUN = {"scan": scan.run, "chunked": chunked.run, "associative": associative.run,
         "newton": newton.run}
+_TF_NAMES = ArgNames("inputs", "sequence_length")
 
 
-class _ArgNames(NamedTuple):
-    xs: str = "xs"
-    lengths: str = "lengths"
-    resets: str = "resets"
-    mask: str = "mask"
-
-
-_TF_NAMES = _ArgNames("inputs", "sequence_length")
+def check_method(method):
+    """Raises unless `method` is one of `METHODS` or an `rs.Newton` (the check of
+    `unroll` and `layers.layer` alike)."""
+    if not (isinstance(method, Newton) or isinstance(method, str) and method in METHODS):
+        raise ValueError(f"method must be one of {METHODS} or an rnnscan.Newton; got {method!r}")
+    return method
 
 
 def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, reset_state=None,
@@ -112,7 +111,7 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
     """
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method=method)
-    return _run(_ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
+    return _run(ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
                 options, mask)
 
 
@@ -144,7 +143,7 @@ def truncated_unroll(cell, params, xs, chunk_size: int, *, initial_state=None, l
         )
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method="scan", truncate=chunk_size)
-    return _run(_ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
+    return _run(ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
                 options, mask)
 
 
@@ -162,22 +161,24 @@ def dynamic_rnn(cell, params, inputs, sequence_length=None, initial_state=None,
 
 def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, options,
          mask=None):
-    the_plan = make_plan(cell, params, xs, initial_state=initial_state, lengths=lengths,
-                         resets=resets, reset_state=reset_state, mask=mask, names=names,
-                         **options)
-    as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by make_plan
+    the_plan = plan_request(Request(cell, params, xs, initial_state, lengths, resets,
+                                    reset_state, mask, names=names, **options))
+    as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by plan_request
     return execute(the_plan, params, xs, initial_state, as_array(lengths), as_array(resets),
                    reset_state, as_array(mask))
 
 
-def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None,
-              reset_state=None, mask=None, reverse=False, time_major=False, unroll=None,
-              remat=False, return_all_states=False, method="auto", truncate=None, backend=None,
-              names: _ArgNames = _ArgNames()) -> Plan:
+def make_plan(cell, params, xs, **options) -> Plan:
+    """`plan_request(Request(cell, params, xs, **options))`."""
+    return plan_request(Request(cell, params, xs, **options))
+
+
+def plan_request(request: Request) -> Plan:
     """The `Plan` that `unroll` (or `truncated_unroll` with `truncate=chunk_size`)
-    runs for these arguments, after checking every one of them. Arrays may be
-    abstract (`jax.ShapeDtypeStruct`s): only their shapes and dtypes are read.
-    `backend` (default: JAX's) is the one whose tuning the plan follows."""
+    runs for `request`, after checking every argument. Arrays may be abstract
+    (`jax.ShapeDtypeStruct`s): only their shapes and dtypes are read."""
+    (cell, params, xs, initial_state, lengths, resets, reset_state, mask, reverse, time_major,
+     unroll, remat, return_all_states, method, truncate, backend, names) = request
     cell = as_cell(cell)
     reverse = check_bool("reverse", reverse)
     time_major = check_bool("time_major", time_major)
@@ -188,8 +189,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     check_step_mask(names.mask, mask, batch, time, time_major)
     check_unroll(unroll)
     check_remat(remat)
-    if not (isinstance(method, Newton) or isinstance(method, str) and method in METHODS):
-        raise ValueError(f"method must be one of {METHODS} or an rnnscan.Newton; got {method!r}")
+    check_method(method)
     check_cell_params(cell, params)
 
     h0 = jax.eval_shape(lambda p, s: initial_state_of(cell, p, s, batch), params, initial_state)
@@ -214,8 +214,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
                 raise ValueError(f"{name}={value!r} sets the sequential scan; method='newton' "
                                  f"has no scan steps: leave {name} unset")
         return Plan("newton", newton=options, **settings)
-    strategy, derivatives = _strategy(method, split, params, h0, xs, lengths, resets, time,
-                                      unroll, remat, chunk, backend, mask, time_major)
+    strategy, derivatives = _strategy(request, split, h0, time, chunk, backend)
     if strategy == "associative" or strategy == "kernel" and derivatives is None:
         return Plan(strategy, **settings)
     remat_policy = False if chunk is not None else remat
@@ -231,11 +230,13 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
                 groups=groups, derivatives=derivatives, **settings)
 
 
-def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, remat, chunk,
-              backend, mask, time_major) -> tuple[str, Optional[str]]:
-    """The strategy `method` names for this call, `"kernel"`, `"associative"` or
-    `"scan"` (the planner turns that into the plain or the chunked scan), and
-    the one whose derivatives replace its own (`Plan.derivatives`), or None."""
+def _strategy(request: Request, split, h0, time: int, chunk, backend) -> tuple[str, Optional[str]]:
+    """The strategy `request.method` names for this call, `"kernel"`,
+    `"associative"` or `"scan"` (the planner turns that into the plain or the
+    chunked scan), and the one whose derivatives replace its own
+    (`Plan.derivatives`), or None. `chunk`: `remat=k`'s or `truncate`'s steps per
+    chunk, or None."""
+    method, remat = request.method, request.remat
     linear = split.linear if split else None
     kernel = split.kernel if split else None
     if method == "associative":
@@ -251,16 +252,18 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
                 f"remat={remat!r} checkpoints the sequential scan; method='associative' has "
                 "no steps to checkpoint: pass remat=False, or method='sequential'"
             )
-        if unroll is not None:
-            raise ValueError(f"unroll={unroll!r} sets the sequential scan's steps per "
+        if request.unroll is not None:
+            raise ValueError(f"unroll={request.unroll!r} sets the sequential scan's steps per "
                              "iteration; method='associative' has none: leave unroll unset")
         return "associative", None
     if method == "scan":
         return "scan", None
     why_not = "the cell has no compiled kernel" if kernel is None else (
         "remat checkpoints the scan" if remat is not False or chunk is not None else
-        "a mask with holes needs the scan (the kernel reads lengths only)" if mask is not None else
-        kernel.unsupported(params, h0, tree.abstract(xs), lengths=lengths, resets=resets))
+        "a mask with holes needs the scan (the kernel reads lengths only)"
+        if request.mask is not None else
+        kernel.unsupported(request.params, h0, tree.abstract(request.xs), lengths=request.lengths,
+                           resets=request.resets))
     if method == "kernel":
         if why_not is not None:
             raise ValueError(f"method='kernel' cannot run this call: {why_not}; use "
@@ -273,8 +276,9 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
         return "scan", None
     # Values and derivatives each where measured faster (say, on AVX2 the scan
     # for a forward pass, the kernel for training).
-    values, derivatives = ("kernel" if kernel.faster(params, h0, tree.abstract(xs),
-                                                     time_major=time_major, derivatives=d)
+    values, derivatives = ("kernel" if kernel.faster(request.params, h0, tree.abstract(request.xs),
+                                                     time_major=request.time_major,
+                                                     derivatives=d)
                            else "scan" for d in (False, True))
     return values, None if derivatives == values else derivatives
 

@@ -16,7 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-REMAT_POLICIES = ("carry", "dots")
+# remat's per-step policies by name: what the scan keeps of each step.
+REMAT_POLICIES = {
+    "carry": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 def check_positive_int(name: str, value) -> int:
@@ -35,15 +39,17 @@ def check_bool(name: str, value) -> bool:
     return bool(value)
 
 
-def check_number(name: str, value, *, positive: bool = False, optional: bool = False) -> None:
-    """Raises unless `value` is a finite real number (positive if `positive`; None
-    too if `optional`)."""
+def check_number(name: str, value, *, positive: bool = False, nonnegative: bool = False,
+                 optional: bool = False) -> None:
+    """Raises unless `value` is a finite real number (`> 0` if `positive`, `>= 0`
+    if `nonnegative`; None too if `optional`)."""
     if optional and value is None:
         return
-    what = ("a positive number" if positive else "a finite number") + (" or None" if optional else "")
+    what = ("a positive number" if positive else "a finite number >= 0" if nonnegative
+            else "a finite number") + (" or None" if optional else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {what}; got {value!r} of type {type(value).__name__}")
-    if not math.isfinite(value) or (positive and value <= 0):
+    if not math.isfinite(value) or (positive and value <= 0) or (nonnegative and value < 0):
         raise ValueError(f"{name} must be {what}; got {value!r}")
 
 
