@@ -10,7 +10,7 @@ import importlib.util
 import pathlib
 import re
 
-OPTIONAL = ("torch", "flax", "equinox", "haiku", "tensorflow")
+OPTIONAL = ("torch", "flax", "equinox", "haiku", "tensorflow", "flatbuffers")
 
 
 def python_blocks(path: pathlib.Path) -> list[tuple[int, str]]:
