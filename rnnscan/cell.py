@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
 
-from rnnscan.validation import check_bool, check_callable
+from rnnscan.validation import check_bool, check_callable, check_same_structure
 
 Params = Any
 State = Any
@@ -262,3 +262,23 @@ def same_for_same_arguments(constructor):
         return cache[key]
 
     return build
+
+
+def initial_state_of(cell, params, initial_state, batch: int):
+    """`initial_state`, checked against the cell's state, or the cell's zeros."""
+    if cell.initial_state is None:
+        if initial_state is None:
+            raise ValueError(
+                "initial_state is required when the cell is a bare step function "
+                "(it has no initial_state of its own); pass initial_state=... with "
+                "leaves of shape (batch, size)"
+            )
+        return initial_state
+    if initial_state is None:
+        return cell.initial_state(params, (batch,))
+    expected = jax.eval_shape(lambda p: cell.initial_state(p, (batch,)), params)
+    check_same_structure(
+        "initial_state", initial_state, expected, f"cell.initial_state(params, ({batch},))"
+    )
+    return initial_state
+

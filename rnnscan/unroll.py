@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from rnnscan import associative, chunked, masks, newton, scan, tree, tuning
-from rnnscan.cell import as_cell, split_step
+from rnnscan.cell import as_cell, initial_state_of, split_step
 from rnnscan.newton_options import Newton, newton_options
 from rnnscan.plan import ArgNames, Operands, Plan, Request
 from rnnscan.validation import (
@@ -29,8 +29,6 @@ from rnnscan.validation import (
 )
 
 METHODS = ("auto", "sequential", "scan", "kernel", "associative", "newton")
-_RUN = {"scan": scan.run, "chunked": chunked.run, "associative": associative.run,
-        "newton": newton.run}
 _TF_NAMES = ArgNames("inputs", "sequence_length")
 
 
@@ -137,10 +135,8 @@ def truncated_unroll(cell, params, xs, chunk_size: int, *, initial_state=None, l
     """
     chunk_size = check_positive_int("chunk_size", chunk_size)
     if is_chunk_size(remat):
-        raise ValueError(
-            "remat must be False, True, 'carry' or 'dots' in truncated_unroll (its chunks "
-            f"are already checkpointed); got {remat!r}"
-        )
+        raise ValueError("remat must be False, True, 'carry' or 'dots' in truncated_unroll (its "
+                         f"chunks are already checkpointed); got {remat!r}")
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method="scan", truncate=chunk_size)
     return _run(ArgNames(), cell, params, xs, initial_state, lengths, resets, reset_state,
@@ -243,15 +239,12 @@ def _strategy(request: Request, split, h0, time: int, chunk, backend) -> tuple[s
         if linear is None:
             raise ValueError(
                 "method='associative' needs a cell that is linear in its state, one whose step "
-                "has linear set (rs.mingru, rs.minlstm, rs.lru, or "
-                "rnnscan.cells.linear_recurrent.linear_cell); this cell has none: use "
-                "method='sequential' or 'auto'"
-            )
+                "has linear set (rs.mingru, rs.minlstm, rs.lru, or rnnscan.cells.linear_recurrent"
+                ".linear_cell); this cell has none: use method='sequential' or 'auto'")
         if remat is not False or chunk is not None:
-            raise ValueError(
-                f"remat={remat!r} checkpoints the sequential scan; method='associative' has "
-                "no steps to checkpoint: pass remat=False, or method='sequential'"
-            )
+            raise ValueError(f"remat={remat!r} checkpoints the sequential scan; method="
+                             "'associative' has no steps to checkpoint: pass remat=False, or "
+                             "method='sequential'")
         if request.unroll is not None:
             raise ValueError(f"unroll={request.unroll!r} sets the sequential scan's steps per "
                              "iteration; method='associative' has none: leave unroll unset")
@@ -287,64 +280,55 @@ def _strategy(request: Request, split, h0, time: int, chunk, backend) -> tuple[s
 def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=None,
             reset_state=None, mask=None):
     """Runs `plan` (from `make_plan`, for the same arguments): what `unroll` returns."""
-    cell = plan.cell
-    batch, time = check_xs("xs", xs, plan.time_major)
+    cell, batch = plan.cell, check_xs("xs", xs, plan.time_major)[0]
     h0 = initial_state_of(cell, params, initial_state, batch)
     if resets is not None and reset_state is None:
         reset_state = (jax.tree_util.tree_map(jnp.zeros_like, h0) if cell.initial_state is None
                        else cell.initial_state(params, (batch,)))
     operands = (params, xs, h0, lengths, resets, reset_state, mask)
     if plan.derivatives is None:
-        return _execute(plan, plan.strategy, *operands)
+        return _RUN[plan.strategy](plan, *operands)
     # The values from one strategy, every derivative from the other's.
-    values = jax.custom_jvp(functools.partial(_execute, plan, plan.strategy))
-    derivatives = functools.partial(_execute, plan, plan.derivatives)
+    values = jax.custom_jvp(functools.partial(_RUN[plan.strategy], plan))
+    derivatives = functools.partial(_RUN[plan.derivatives], plan)
     values.defjvp(lambda primals, tangents: jax.jvp(derivatives, primals, tangents))
     return values(*operands)
 
 
-def _execute(plan: Plan, strategy: str, params, xs, h0, lengths, resets, reset_state, mask):
-    """`execute`'s result from `strategy`, from the resolved initial and reset states."""
-    cell, time = plan.cell, check_xs("xs", xs, plan.time_major)[1]
-    if strategy == "kernel":
-        # In the caller's layout: the kernel reads and writes batch-major arrays too.
-        h_final, ys, states = split_step(cell).kernel.run(
-            params, h0, xs, lengths=lengths, resets=resets, reset_state=reset_state,
-            reverse=plan.reverse, time_major=plan.time_major, all_states=plan.return_all_states)
-        return (ys, h_final, states) if plan.return_all_states else (ys, h_final)
-
-    if lengths is not None:
-        checkify.debug_check(
-            jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]"
-        )
-    valid = masks.step_validity(
-        lengths, None if mask is None else tree.time_to_front(mask, plan.time_major), time)
-    ops = Operands(tree.time_to_front(xs, plan.time_major), h0, valid,
-                   None if resets is None else tree.time_to_front(resets, plan.time_major),
-                   None if resets is None else reset_state)
-    h_final, out, *info = _RUN[strategy](plan, params, ops)  # info: Newton's, if asked
-    if plan.return_all_states:
-        ys, states = out
-        return (tree.time_to_front(ys, plan.time_major), h_final,
-                tree.time_to_front(states, plan.time_major), *info)
-    return (tree.time_to_front(out, plan.time_major), h_final, *info)
+def _kernel(plan: Plan, params, xs, h0, lengths, resets, reset_state, mask):
+    """The cell's `SequenceKernel` (the plan checked it), in the caller's layout:
+    the kernels read and write batch-major arrays too."""
+    h_final, ys, states = split_step(plan.cell).kernel.run(
+        params, h0, xs, lengths=lengths, resets=resets, reset_state=reset_state,
+        reverse=plan.reverse, time_major=plan.time_major, all_states=plan.return_all_states)
+    return (ys, h_final, states) if plan.return_all_states else (ys, h_final)
 
 
-def initial_state_of(cell, params, initial_state, batch: int):
-    """`initial_state`, checked against the cell's state, or the cell's zeros."""
-    if cell.initial_state is None:
-        if initial_state is None:
-            raise ValueError(
-                "initial_state is required when the cell is a bare step function "
-                "(it has no initial_state of its own); pass initial_state=... with "
-                "leaves of shape (batch, size)"
-            )
-        return initial_state
-    if initial_state is None:
-        return cell.initial_state(params, (batch,))
-    expected = jax.eval_shape(lambda p: cell.initial_state(p, (batch,)), params)
-    check_same_structure(
-        "initial_state", initial_state, expected, f"cell.initial_state(params, ({batch},))"
-    )
-    return initial_state
+def _time_major(run):
+    """A strategy `run(plan, params, Operands)` on time-major operands, called as
+    `_kernel` is: with the resolved initial and reset states, in the caller's layout."""
 
+    def in_layout(plan: Plan, params, xs, h0, lengths, resets, reset_state, mask):
+        time = check_xs("xs", xs, plan.time_major)[1]
+        if lengths is not None:
+            checkify.debug_check(
+                jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]")
+        valid = masks.step_validity(
+            lengths, None if mask is None else tree.time_to_front(mask, plan.time_major), time)
+        ops = Operands(tree.time_to_front(xs, plan.time_major), h0, valid,
+                       None if resets is None else tree.time_to_front(resets, plan.time_major),
+                       None if resets is None else reset_state)
+        h_final, out, *info = run(plan, params, ops)  # info: Newton's, if asked
+        if plan.return_all_states:
+            ys, states = out
+            return (tree.time_to_front(ys, plan.time_major), h_final,
+                    tree.time_to_front(states, plan.time_major), *info)
+        return (tree.time_to_front(out, plan.time_major), h_final, *info)
+
+    return in_layout
+
+
+# The strategies (`plan.STRATEGIES`), each called the same way.
+_RUN = {"scan": _time_major(scan.run), "chunked": _time_major(chunked.run),
+        "associative": _time_major(associative.run), "newton": _time_major(newton.run),
+        "kernel": _kernel}
