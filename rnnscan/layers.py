@@ -19,10 +19,9 @@ import numpy as np
 from rnnscan import batch, masks, tree
 from rnnscan.dropout import Masks, check_rate, check_zoneout, keep_mask, regularized, variational
 from rnnscan.cell import Cell, Params, PRNGKey, as_cell, same_for_same_arguments
-from rnnscan.unroll import METHODS
-from rnnscan.unroll import unroll as unroll_cell
+from rnnscan.unroll import check_method, unroll as unroll_cell
 from rnnscan.validation import (
-    check_bool, check_choice, check_key, check_remat, check_unroll, context,
+    check_bool, check_key, check_remat, check_unroll, context,
 )
 
 
@@ -112,7 +111,7 @@ def layer(
         )
     check_unroll(unroll_options.get("unroll"))
     check_remat(unroll_options.get("remat", False))
-    check_choice("method", unroll_options.get("method", "auto"), METHODS)
+    check_method(unroll_options.get("method", "auto"))
     dropped = variational(cell)
 
     def init(key):

@@ -7,7 +7,7 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
-from rnnscan.validation import check_positive_int
+from rnnscan.validation import check_number, check_positive_int
 
 JACOBIANS = ("auto", "full", "diagonal")
 
@@ -62,19 +62,12 @@ def newton_options(method) -> Newton:
         raise TypeError(f"method must be 'newton' or an rnnscan.Newton; got {method!r}")
     if method.jacobian not in JACOBIANS:
         raise ValueError(f"Newton.jacobian must be one of {JACOBIANS}; got {method.jacobian!r}")
-    _check_number("damping", method.damping, allow_zero=True)
+    check_number("Newton.damping", method.damping, non_negative=True)
     if method.max_iterations is not None:
         check_positive_int("Newton.max_iterations", method.max_iterations)
     if method.tolerance is not None:
-        _check_number("tolerance", method.tolerance, allow_zero=False)
+        check_number("Newton.tolerance", method.tolerance, positive=True)
     if not isinstance(method.return_info, (bool, np.bool_)):
         raise TypeError(f"Newton.return_info must be a bool; got {method.return_info!r}")
     return method
 
-
-def _check_number(name, value, *, allow_zero):  # damping, tolerance
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Newton.{name} must be a real number; got {value!r}")
-    if not (value >= 0 if allow_zero else value > 0) or not np.isfinite(value):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"Newton.{name} must be finite and {bound}; got {value}")

@@ -1,6 +1,6 @@
-"""The plan of one `unroll` call, and the time-major operands its strategy runs on.
+"""One `unroll` call (`Request`), its plan, and the time-major operands its strategy runs on.
 
-`rnnscan.unroll.make_plan` makes a `Plan` from the call (validating it); the
+`rnnscan.unroll.make_plan` makes a `Plan` from a `Request` (validating it); the
 strategy the plan names (`scan`, `chunked`, `associative`, `newton`, a
 `SequenceKernel`) runs it. A `Plan` holds no arrays: it is a static argument
 of the jitted call, and two calls with equal plans share one compilation.
@@ -10,9 +10,35 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Union
 
+from rnnscan.batch import Names
 from rnnscan.cell import Cell
 
 STRATEGIES = ("scan", "chunked", "associative", "kernel", "newton")
+
+
+class Request(NamedTuple):
+    """One `unroll` call as the caller made it, what `make_plan` plans: the
+    arguments of `rnnscan.unroll` (arrays may be abstract, `jax.ShapeDtypeStruct`s),
+    and `truncate` (`truncated_unroll`'s chunk size, or None), `backend` (whose
+    tuning the plan follows; default JAX's) and `names` (`Names`)."""
+
+    cell: Any
+    params: Any
+    xs: Any
+    initial_state: Any = None
+    lengths: Any = None
+    resets: Any = None
+    reset_state: Any = None
+    mask: Any = None
+    reverse: bool = False
+    time_major: bool = False
+    unroll: Union[int, bool, None] = None
+    remat: Union[bool, str, int] = False
+    return_all_states: bool = False
+    method: Any = "auto"
+    truncate: Optional[int] = None
+    backend: Optional[str] = None
+    names: Names = Names()
 
 
 class Plan(NamedTuple):

@@ -18,11 +18,7 @@ import jax
 from rnnscan import tree
 from rnnscan.cell import split_step
 from rnnscan.plan import Operands, Plan
-
-REMAT_POLICIES = {
-    "carry": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
+from rnnscan.validation import REMAT_POLICIES
 
 
 def halves(cell):

@@ -23,7 +23,7 @@ from rnnscan import associative, chunked, masks, newton, scan, tree, tuning
 from rnnscan.batch import Names, over_batch
 from rnnscan.cell import as_cell, initial_state_of, split_step
 from rnnscan.newton_options import Newton, newton_options
-from rnnscan.plan import Operands, Plan
+from rnnscan.plan import Operands, Plan, Request
 from rnnscan.validation import (
     check_bool, check_cell_params, check_lengths, check_positive_int, check_recurrent_kernel,
     check_remat, check_same_structure, check_step_mask, check_step, check_unroll, check_xs,
@@ -31,8 +31,14 @@ from rnnscan.validation import (
 )
 
 METHODS = ("auto", "sequential", "scan", "kernel", "associative", "newton")
-_RUN = {"scan": scan.run, "chunked": chunked.run, "associative": associative.run,
-        "newton": newton.run}
+
+
+def check_method(method):
+    """Raises unless `method` is one of `METHODS` or an `rs.Newton` (the check of
+    `unroll` and `layers.layer` alike)."""
+    if not (isinstance(method, Newton) or isinstance(method, str) and method in METHODS):
+        raise ValueError(f"method must be one of {METHODS} or an rnnscan.Newton; got {method!r}")
+    return method
 
 
 def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, reset_state=None,
@@ -133,10 +139,8 @@ def truncated_unroll(cell, params, xs, chunk_size: int, *, initial_state=None, l
     """
     chunk_size = check_positive_int("chunk_size", chunk_size)
     if is_chunk_size(remat):
-        raise ValueError(
-            "remat must be False, True, 'carry' or 'dots' in truncated_unroll (its chunks "
-            f"are already checkpointed); got {remat!r}"
-        )
+        raise ValueError("remat must be False, True, 'carry' or 'dots' in truncated_unroll (its "
+                         f"chunks are already checkpointed); got {remat!r}")
     options = dict(reverse=reverse, time_major=time_major, unroll=unroll, remat=remat,
                    return_all_states=return_all_states, method="scan", truncate=chunk_size)
     return _run(Names(), cell, params, xs, initial_state, lengths, resets, reset_state,
@@ -155,9 +159,9 @@ def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, o
             check_same_structure("reset_state", reset_state, h0, "the cell's state")
 
     def run(xs, lengths, resets, mask, states):
-        as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by make_plan
-        plan = make_plan(cell, params, xs, lengths=lengths, resets=resets, mask=mask,
-                         names=names, **states, **options)
+        as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by plan_request
+        plan = plan_request(Request(cell, params, xs, states["initial_state"], lengths, resets,
+                                    states["reset_state"], mask, names=names, **options))
         return execute(plan, params, xs, states["initial_state"], as_array(lengths),
                        as_array(resets), states["reset_state"], as_array(mask))
 
@@ -167,14 +171,17 @@ def _run(names, cell, params, xs, initial_state, lengths, resets, reset_state, o
                       timed=timed, names=names, check=check)
 
 
-def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None,
-              reset_state=None, mask=None, reverse=False, time_major=False, unroll=None,
-              remat=False, return_all_states=False, method="auto", truncate=None, backend=None,
-              names: Names = Names()) -> Plan:
+def make_plan(cell, params, xs, **options) -> Plan:
+    """`plan_request(Request(cell, params, xs, **options))`."""
+    return plan_request(Request(cell, params, xs, **options))
+
+
+def plan_request(request: Request) -> Plan:
     """The `Plan` that `unroll` (or `truncated_unroll` with `truncate=chunk_size`)
-    runs for these arguments, after checking every one of them. Arrays may be
-    abstract (`jax.ShapeDtypeStruct`s): only their shapes and dtypes are read.
-    `backend` (default: JAX's) is the one whose tuning the plan follows."""
+    runs for `request`, after checking every argument. Arrays may be abstract
+    (`jax.ShapeDtypeStruct`s): only their shapes and dtypes are read."""
+    (cell, params, xs, initial_state, lengths, resets, reset_state, mask, reverse, time_major,
+     unroll, remat, return_all_states, method, truncate, backend, names) = request
     cell = as_cell(cell)
     reverse = check_bool("reverse", reverse)
     time_major = check_bool("time_major", time_major)
@@ -185,8 +192,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
     check_step_mask(names.mask, mask, batch, time, time_major)
     check_unroll(unroll)
     check_remat(remat)
-    if not (isinstance(method, Newton) or isinstance(method, str) and method in METHODS):
-        raise ValueError(f"method must be one of {METHODS} or an rnnscan.Newton; got {method!r}")
+    check_method(method)
     check_cell_params(cell, params)
 
     h0 = jax.eval_shape(lambda p, s: initial_state_of(cell, p, s, batch), params, initial_state)
@@ -211,8 +217,7 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
                 raise ValueError(f"{name}={value!r} sets the sequential scan; method='newton' "
                                  f"has no scan steps: leave {name} unset")
         return Plan("newton", newton=options, **settings)
-    strategy, derivatives = _strategy(method, split, params, h0, xs, lengths, resets, time,
-                                      unroll, remat, chunk, backend, mask, time_major)
+    strategy, derivatives = _strategy(request, split, h0, time, chunk, backend)
     if strategy == "associative" or strategy == "kernel" and derivatives is None:
         return Plan(strategy, **settings)
     remat_policy = False if chunk is not None else remat
@@ -228,36 +233,37 @@ def make_plan(cell, params, xs, *, initial_state=None, lengths=None, resets=None
                 groups=groups, derivatives=derivatives, **settings)
 
 
-def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, remat, chunk,
-              backend, mask, time_major) -> tuple[str, Optional[str]]:
-    """The strategy `method` names for this call, `"kernel"`, `"associative"` or
-    `"scan"` (the planner turns that into the plain or the chunked scan), and
-    the one whose derivatives replace its own (`Plan.derivatives`), or None."""
+def _strategy(request: Request, split, h0, time: int, chunk, backend) -> tuple[str, Optional[str]]:
+    """The strategy `request.method` names for this call, `"kernel"`,
+    `"associative"` or `"scan"` (the planner turns that into the plain or the
+    chunked scan), and the one whose derivatives replace its own
+    (`Plan.derivatives`), or None. `chunk`: `remat=k`'s or `truncate`'s steps per
+    chunk, or None."""
+    method, remat = request.method, request.remat
     linear = split.linear if split else None
     kernel = split.kernel if split else None
     if method == "associative":
         if linear is None:
             raise ValueError(
                 "method='associative' needs a cell that is linear in its state, one whose step "
-                "has linear set (rs.mingru, rs.minlstm, rs.lru, or "
-                "rnnscan.cells.linear_recurrent.linear_cell); this cell has none: use "
-                "method='sequential' or 'auto'"
-            )
+                "has linear set (rs.mingru, rs.minlstm, rs.lru, or rnnscan.cells.linear_recurrent"
+                ".linear_cell); this cell has none: use method='sequential' or 'auto'")
         if remat is not False or chunk is not None:
-            raise ValueError(
-                f"remat={remat!r} checkpoints the sequential scan; method='associative' has "
-                "no steps to checkpoint: pass remat=False, or method='sequential'"
-            )
-        if unroll is not None:
-            raise ValueError(f"unroll={unroll!r} sets the sequential scan's steps per "
+            raise ValueError(f"remat={remat!r} checkpoints the sequential scan; method="
+                             "'associative' has no steps to checkpoint: pass remat=False, or "
+                             "method='sequential'")
+        if request.unroll is not None:
+            raise ValueError(f"unroll={request.unroll!r} sets the sequential scan's steps per "
                              "iteration; method='associative' has none: leave unroll unset")
         return "associative", None
     if method == "scan":
         return "scan", None
     why_not = "the cell has no compiled kernel" if kernel is None else (
         "remat checkpoints the scan" if remat is not False or chunk is not None else
-        "a mask with holes needs the scan (the kernel reads lengths only)" if mask is not None else
-        kernel.unsupported(params, h0, tree.abstract(xs), lengths=lengths, resets=resets))
+        "a mask with holes needs the scan (the kernel reads lengths only)"
+        if request.mask is not None else
+        kernel.unsupported(request.params, h0, tree.abstract(request.xs), lengths=request.lengths,
+                           resets=request.resets))
     if method == "kernel":
         if why_not is not None:
             raise ValueError(f"method='kernel' cannot run this call: {why_not}; use "
@@ -270,8 +276,9 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
         return "scan", None
     # Values and derivatives each where measured faster (say, on AVX2 the scan
     # for a forward pass, the kernel for training).
-    values, derivatives = ("kernel" if kernel.faster(params, h0, tree.abstract(xs),
-                                                     time_major=time_major, derivatives=d)
+    values, derivatives = ("kernel" if kernel.faster(request.params, h0, tree.abstract(request.xs),
+                                                     time_major=request.time_major,
+                                                     derivatives=d)
                            else "scan" for d in (False, True))
     return values, None if derivatives == values else derivatives
 
@@ -280,44 +287,55 @@ def _strategy(method, split, params, h0, xs, lengths, resets, time, unroll, rema
 def execute(plan: Plan, params, xs, initial_state=None, lengths=None, resets=None,
             reset_state=None, mask=None):
     """Runs `plan` (from `make_plan`, for the same arguments): what `unroll` returns."""
-    cell = plan.cell
-    batch, time = check_xs("xs", xs, plan.time_major)
+    cell, batch = plan.cell, check_xs("xs", xs, plan.time_major)[0]
     h0 = initial_state_of(cell, params, initial_state, batch)
     if resets is not None and reset_state is None:
         reset_state = (jax.tree_util.tree_map(jnp.zeros_like, h0) if cell.initial_state is None
                        else cell.initial_state(params, (batch,)))
     operands = (params, xs, h0, lengths, resets, reset_state, mask)
     if plan.derivatives is None:
-        return _execute(plan, plan.strategy, *operands)
+        return _RUN[plan.strategy](plan, *operands)
     # The values from one strategy, every derivative from the other's.
-    values = jax.custom_jvp(functools.partial(_execute, plan, plan.strategy))
-    derivatives = functools.partial(_execute, plan, plan.derivatives)
+    values = jax.custom_jvp(functools.partial(_RUN[plan.strategy], plan))
+    derivatives = functools.partial(_RUN[plan.derivatives], plan)
     values.defjvp(lambda primals, tangents: jax.jvp(derivatives, primals, tangents))
     return values(*operands)
 
 
-def _execute(plan: Plan, strategy: str, params, xs, h0, lengths, resets, reset_state, mask):
-    """`execute`'s result from `strategy`, from the resolved initial and reset states."""
-    cell, time = plan.cell, check_xs("xs", xs, plan.time_major)[1]
-    if strategy == "kernel":
-        # In the caller's layout: the kernel reads and writes batch-major arrays too.
-        h_final, ys, states = split_step(cell).kernel.run(
-            params, h0, xs, lengths=lengths, resets=resets, reset_state=reset_state,
-            reverse=plan.reverse, time_major=plan.time_major, all_states=plan.return_all_states)
-        return (ys, h_final, states) if plan.return_all_states else (ys, h_final)
+def _kernel(plan: Plan, params, xs, h0, lengths, resets, reset_state, mask):
+    """The cell's `SequenceKernel` (the plan checked it), in the caller's layout:
+    the kernels read and write batch-major arrays too."""
+    h_final, ys, states = split_step(plan.cell).kernel.run(
+        params, h0, xs, lengths=lengths, resets=resets, reset_state=reset_state,
+        reverse=plan.reverse, time_major=plan.time_major, all_states=plan.return_all_states)
+    return (ys, h_final, states) if plan.return_all_states else (ys, h_final)
 
-    if lengths is not None:
-        checkify.debug_check(
-            jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]"
-        )
-    valid = masks.step_validity(
-        lengths, None if mask is None else tree.time_to_front(mask, plan.time_major), time)
-    ops = Operands(tree.time_to_front(xs, plan.time_major), h0, valid,
-                   None if resets is None else tree.time_to_front(resets, plan.time_major),
-                   None if resets is None else reset_state)
-    h_final, out, *info = _RUN[strategy](plan, params, ops)  # info: Newton's, if asked
-    if plan.return_all_states:
-        ys, states = out
-        return (tree.time_to_front(ys, plan.time_major), h_final,
-                tree.time_to_front(states, plan.time_major), *info)
-    return (tree.time_to_front(out, plan.time_major), h_final, *info)
+
+def _time_major(run):
+    """A strategy `run(plan, params, Operands)` on time-major operands, called as
+    `_kernel` is: with the resolved initial and reset states, in the caller's layout."""
+
+    def in_layout(plan: Plan, params, xs, h0, lengths, resets, reset_state, mask):
+        time = check_xs("xs", xs, plan.time_major)[1]
+        if lengths is not None:
+            checkify.debug_check(
+                jnp.all((lengths >= 0) & (lengths <= time)), "lengths must lie in [0, time]")
+        valid = masks.step_validity(
+            lengths, None if mask is None else tree.time_to_front(mask, plan.time_major), time)
+        ops = Operands(tree.time_to_front(xs, plan.time_major), h0, valid,
+                       None if resets is None else tree.time_to_front(resets, plan.time_major),
+                       None if resets is None else reset_state)
+        h_final, out, *info = run(plan, params, ops)  # info: Newton's, if asked
+        if plan.return_all_states:
+            ys, states = out
+            return (tree.time_to_front(ys, plan.time_major), h_final,
+                    tree.time_to_front(states, plan.time_major), *info)
+        return (tree.time_to_front(out, plan.time_major), h_final, *info)
+
+    return in_layout
+
+
+# The strategies (`plan.STRATEGIES`), each called the same way.
+_RUN = {"scan": _time_major(scan.run), "chunked": _time_major(chunked.run),
+        "associative": _time_major(associative.run), "newton": _time_major(newton.run),
+        "kernel": _kernel}

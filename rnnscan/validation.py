@@ -16,7 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-REMAT_POLICIES = ("carry", "dots")
+# remat's per-step policies by name: what the scan keeps of each step.
+REMAT_POLICIES = {
+    "carry": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 def check_positive_int(name: str, value) -> int:

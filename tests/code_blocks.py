@@ -11,7 +11,7 @@ import pathlib
 import re
 import shlex
 
-OPTIONAL = ("torch", "flax", "equinox", "haiku", "keras", "tensorflow")
+OPTIONAL = ("torch", "flax", "equinox", "haiku", "keras", "tensorflow", "flatbuffers")
 
 
 def python_blocks(path: pathlib.Path) -> list[tuple[int, str]]:

@@ -1,5 +1,5 @@
 """rnnscan's compiled CPU LSTM kernel (`rnnscan/kernels`), through its adapter
-`rnnscan.kernels.lstm.sequence` (forced: the speed table is tested apart).
+`rnnscan.kernels.lstm.sequence` (called directly: the plan and the speed table are tested apart).
 
 Every kernel test runs once per variant this CPU can execute (avx512, avx2,
 baseline), chosen with `RNNSCAN_KERNEL_ISA`. References: the numpy LSTM
@@ -61,7 +61,7 @@ def problem(batch=5, time=7, features=6, hidden=32, seed=0):
 def kernel_run(params, xs, h0, **options):
     """`(ys, final_state, states)` from the kernel (time-major arrays with
     `time_major=True`)."""
-    out = lstm_kernel.sequence(params, rs.LSTMState(*h0), xs, force=True, **options)
+    out = lstm_kernel.sequence(params, rs.LSTMState(*h0), xs, **options)
     assert out is not None
     final, ys, states = out
     return ys, final, states
@@ -323,7 +323,8 @@ def test_the_scan_runs_where_the_kernel_cannot(variant, monkeypatch):
     assert lstm_kernel.why_not(params, h0, xs) is None
     monkeypatch.setenv("RNNSCAN_NATIVE", "0")
     assert "RNNSCAN_NATIVE=0" in lstm_kernel.why_not(params, h0, xs)
-    assert lstm_kernel.sequence(params, h0, xs, force=True) is None
+    with pytest.raises(ValueError, match="method='kernel' cannot run this call: .*RNNSCAN_NATIVE"):
+        rs.unroll(cell, params, xs, method="kernel")
 
 
 def test_dispatch_follows_the_measured_table(variant, monkeypatch):
@@ -341,7 +342,6 @@ def test_dispatch_follows_the_measured_table(variant, monkeypatch):
     assert uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
     monkeypatch.setattr(speed, "MEASURED", {})
     jax.clear_caches()  # unroll's trace of this cell read the table
-    assert lstm_kernel.sequence(params, h0, xs) is None
     assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs)
 
 
@@ -389,7 +389,7 @@ def test_the_install_built_every_variant():
 
 def test_info_names_the_variant_in_use_or_why_none(variant, monkeypatch):
     info = rnnscan.kernels.info()
-    assert info["backend"] == "cpu" and info["isa"] == loader.LEVELS[RUNNABLE[0]]
+    assert info["backend"] == "cpu" and info["isa"] == build.VARIANTS[RUNNABLE[0]].level
     assert info["variant"] == variant and variant in info["built"]
     monkeypatch.setenv("RNNSCAN_NATIVE", "0")
     assert loader.info()["variant"] is None and "RNNSCAN_NATIVE" in loader.info()["why"]
@@ -403,7 +403,7 @@ def test_a_missing_library_warns_once_and_the_scan_runs(variant, monkeypatch):
     monkeypatch.setattr(loader, "_loaded", {})
     cell, params, xs, h0 = problem(hidden=16)
     with pytest.warns(RuntimeWarning, match="kernel 'lstm_cpu' .* is unavailable"):
-        assert lstm_kernel.sequence(params, h0, xs, force=True) is None
+        assert "unavailable" in lstm_kernel.why_not(params, h0, xs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert lstm_kernel.why_not(params, h0, xs) is not None

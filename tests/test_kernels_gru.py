@@ -1,5 +1,5 @@
 """rnnscan's compiled CPU GRU kernel (`rnnscan/kernels/gru_cpu.cc`, torch's
-`reset_after` GRU), through its adapter `rnnscan.kernels.gru.sequence` (forced:
+`reset_after` GRU), through its adapter `rnnscan.kernels.gru.sequence` (called directly:
 the speed table is tested apart) and `rs.unroll(method="kernel")`.
 
 As `test_kernels.py` does for the LSTM: every test runs once per variant this
@@ -50,7 +50,7 @@ def fits(hidden) -> bool:
 
 def kernel_run(params, xs, h0, use_bias=True, **options):
     """`(ys, final_h, states)` from the kernel (time-major with `time_major=True`)."""
-    out = gru_kernel.sequence(params, h0, xs, force=True, use_bias=use_bias, **options)
+    out = gru_kernel.sequence(params, h0, xs, use_bias=use_bias, **options)
     assert out is not None
     final, ys, states = out
     return ys, final, states
@@ -307,7 +307,8 @@ def test_dispatch_follows_the_measured_table(variant, monkeypatch):
                        target=FORWARD)
     monkeypatch.setattr(speed, "MEASURED", {"gru": {}})
     jax.clear_caches()
-    assert gru_kernel.sequence(params, h0, xs) is None
+    assert not uses_kernel(lambda p, x: rs.unroll(cell, p, x, initial_state=h0), params, xs,
+                           target=FORWARD)
 
 
 def test_the_scan_runs_where_the_kernel_cannot(variant, monkeypatch):
@@ -328,7 +329,8 @@ def test_the_scan_runs_where_the_kernel_cannot(variant, monkeypatch):
     assert gru_kernel.why_not(params, h0, xs) is None
     monkeypatch.setenv("RNNSCAN_NATIVE", "0")
     assert "RNNSCAN_NATIVE=0" in gru_kernel.why_not(params, h0, xs)
-    assert gru_kernel.sequence(params, h0, xs, force=True) is None
+    with pytest.raises(ValueError, match="method='kernel' cannot run this call: .*RNNSCAN_NATIVE"):
+        rs.unroll(cell, params, xs, method="kernel")
 
 
 def test_torch_golden_3_layers(each_variant):

@@ -74,6 +74,17 @@ def test_layer_is_unroll(reverse):
     assert jax.eval_shape(lay.init, jax.random.key(0)) == jax.eval_shape(cell.init, jax.random.key(0))
 
 
+@pytest.mark.parametrize("method", ["newton", rs.Newton(jacobian="full"), rs.Newton(damping=0.5)])
+def test_layer_takes_every_method_unroll_takes(method):
+    # rs.Newton(...) passes the one check `unroll` makes (it was refused here).
+    cell = rs.lstm(F, H)
+    p = random_params(cell.init)
+    ys, state = apply(rs.layer(cell, method=method), p, xs_(), lengths=LENGTHS)
+    assert_trees_close((ys, state), loop_lstm(p, xs_(), LENGTHS), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"method must be one of .* or an rnnscan.Newton; got 'fast'"):
+        rs.layer(cell, method="fast")
+
+
 @pytest.mark.parametrize("merge", ["concat", "sum", "mean", "pair"])
 def test_bidirectional_against_loops(merge):
     cell_fw, cell_bw = rs.lstm(F, H), rs.lstm(F, H, proj_size=H)

@@ -300,10 +300,10 @@ def test_diagonal_cells_declare_their_jacobian_and_run_sequentially():
     (Newton(jacobian="dense"), ValueError, r"jacobian must be one of .*'dense'"),
     (Newton(max_iterations=0), ValueError, r"Newton.max_iterations must be a positive int; got 0"),
     (Newton(max_iterations=2.5), TypeError, r"max_iterations .*2\.5"),
-    (Newton(tolerance=0.0), ValueError, r"tolerance must be finite and > 0; got 0"),
+    (Newton(tolerance=0.0), ValueError, r"Newton.tolerance must be a positive number; got 0"),
     (Newton(tolerance=-1e-3), ValueError, r"tolerance .*-0\.001"),
-    (Newton(damping=-1.0), ValueError, r"damping must be finite and >= 0; got -1"),
-    (Newton(damping="strong"), TypeError, r"damping must be a real number; got 'strong'"),
+    (Newton(damping=-1.0), ValueError, r"Newton.damping must be a non-negative number; got -1"),
+    (Newton(damping="strong"), TypeError, r"Newton.damping must be a non-negative number; got 'strong'"),
     (Newton(return_info="yes"), TypeError, r"return_info must be a bool"),
     ("newtonian", TypeError, r"method must be 'newton' or an rnnscan.Newton; got 'newtonian'"),
 ])

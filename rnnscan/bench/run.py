@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from rnnscan.bench import measure, peers, report
+from rnnscan.kernels.build import VARIANTS
 from rnnscan.bench.configs import CONFIGS, SUITES, Config
 
 _PACKAGES = ("rnnscan", "jax", "jaxlib", "torch", "flax", "dm-haiku", "numpy")
@@ -33,11 +34,8 @@ _PACKAGES = ("rnnscan", "jax", "jaxlib", "torch", "flax", "dm-haiku", "numpy")
 # Not held: the YNNPACK dot kernels XLA:CPU calls pick their instructions from
 # CPUID (`perf` shows `ynn::dot_fp32_*_avx512` under this emulation), so XLA's
 # large products (the scan's, the kernels' weight gradients) stay AVX-512.
-EMULATION = {
-    "native": {},
-    "avx2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "RNNSCAN_KERNEL_ISA": "avx2",
-             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-}
+EMULATION = {"native": {}, **{name: variant.emulation for name, variant in VARIANTS.items()
+                              if variant.emulation}}
 # Variables that change which instructions run: recorded with every run.
 _ISA_VARIABLES = ("XLA_FLAGS", "RNNSCAN_KERNEL_ISA", "RNNSCAN_NATIVE", "ATEN_CPU_CAPABILITY",
                   "ONEDNN_MAX_CPU_ISA")

@@ -2,6 +2,6 @@
 compiles them at install, `loader` picks and registers the variant for this
 CPU, and one module per kernel wraps it for JAX."""
 
-from rnnscan.kernels.loader import info
+from rnnscan.kernels.loader import export_checks, info
 
-__all__ = ["info"]
+__all__ = ["export_checks", "info"]

@@ -16,16 +16,41 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple, Optional
 
-# The kernels' sources (one C++ file each, in this folder) and the variants
-# each is built as: name -> the compiler flags that select its instructions.
+# The kernels' sources (one C++ file each, in this folder).
 SOURCES = ("lstm_cpu", "gru_cpu")
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+class Variant(NamedTuple):
+    """An instruction set the kernels are built for: the compiler `flags` that
+    select its instructions, the CPU flags it `requires` (as /proc/cpuinfo
+    names them: what those flags let the compiler use), its x86-64 `level`, the
+    floats of one of its vectors (`lanes`, cpu_common.h's `kLanes`: unit counts
+    must be a multiple), and the environment that holds XLA:CPU, torch (ATen,
+    oneDNN) and rnnscan to it on a better CPU (`emulation`, for the benchmarks;
+    None: not emulated)."""
+
+    flags: tuple
+    requires: frozenset
+    level: str
+    lanes: int
+    emulation: Optional[dict] = None
+
+
+# The one table of variants, best first: the build, the loader, the benchmark's
+# emulation and the docs read it.
 VARIANTS = {
-    "avx512": ["-march=x86-64-v4", "-mtune=generic"],  # AVX-512 F/BW/DQ/VL/CD
-    "avx2": ["-march=x86-64-v3", "-mtune=generic"],    # AVX2, FMA, BMI2, F16C
-    "baseline": ["-march=x86-64", "-mtune=generic"] if X86 else [],
-} if X86 else {"baseline": []}
+    "avx512": Variant(("-march=x86-64-v4", "-mtune=generic"), frozenset(
+        {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "bmi2"}),
+        "x86-64-v4", 16),
+    "avx2": Variant(("-march=x86-64-v3", "-mtune=generic"), frozenset(
+        {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"}), "x86-64-v3", 8,
+        {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "RNNSCAN_KERNEL_ISA": "avx2",
+         "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    "baseline": Variant(("-march=x86-64", "-mtune=generic"), frozenset(), "baseline", 4),
+} if X86 else {"baseline": Variant((), frozenset(), "baseline", 4)}
 FLAGS = ["-O3", "-ffp-contract=fast", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 
 
@@ -51,7 +76,7 @@ def compile_variant(source: Path, variant: str, output: Path, include_dir: str) 
     compiler = shlex.split(os.environ.get("CXX", "c++"))  # e.g. "ccache g++"
     output.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [*compiler, *FLAGS, *VARIANTS[variant], f"-DRNNSCAN_ISA={variant}",
+        [*compiler, *FLAGS, *VARIANTS[variant].flags, f"-DRNNSCAN_ISA={variant}",
          f'-DRNNSCAN_SOURCE_HASH="{source_hash(source)}"', "-isystem", include_dir,
          str(source), "-o", str(output)],
         check=True, capture_output=True, text=True, timeout=600,

@@ -2,7 +2,8 @@
 tanh, no layer norm), as its `SequenceKernel` (`sequence_kernel`): whether the
 CPU kernel can run these operands here (`why_not`), whether it was measured
 faster than the scan for this CPU and shape (`speed.kernel_is_faster`), and the
-whole sequence through it (`sequence`)."""
+whole sequence through it (`sequence`). `unroll`'s plan asks the first two
+once; `sequence` asks nothing."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def sequence_kernel(use_bias: bool) -> SequenceKernel:
                                       state.shape[-1], derivatives=derivatives)
 
     def run(params, state, xs, **options):
-        return sequence(params, state, xs, use_bias=use_bias, force=True, **options)
+        return sequence(params, state, xs, use_bias=use_bias, **options)
 
     return SequenceKernel(run, unsupported, faster)
 
@@ -49,12 +50,11 @@ def why_not(params, state, xs, *, lengths=None, resets=None, reset_state=None,
 
 
 def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, reverse=False,
-             time_major=False, all_states=False, use_bias=True, force=False):
+             time_major=False, all_states=False, use_bias=True):
     """`rs.gru`'s plain float32 `reset_after` cell over a whole sequence in the
     kernel: `(final_state, ys, states)` (`states` every step's `h`, with
-    `all_states`, else None); or None when the kernel cannot run these operands
-    here (`why_not`), or, unless `force`, is not measured faster than the scan
-    for this CPU and shape.
+    `all_states`, else None). For operands `why_not` accepts (the caller asks
+    it: `unroll`'s plan, once).
 
     Args:
       params: `{"w_ih": (I, 3H), "w_hh": (H, 3H), "b": (3H,), "b_hn": (H,)}` (no
@@ -66,17 +66,11 @@ def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, 
       reset_state: `(batch, H)`, the state a reset sets; default zeros.
       The rest as in `rs.unroll`.
     """
-    options = dict(lengths=lengths, resets=resets, reset_state=reset_state, use_bias=use_bias)
-    if why_not(params, state, xs, **options) is not None:
-        return None
     lib = loader.load("gru_cpu")
     batch_major = not time_major
     full = lengths is None
-    time, batch, lengths, valid, resets = primitives.padding(xs, lengths, resets, batch_major)
+    lengths, valid, resets = primitives.padding(xs, lengths, resets, batch_major)
     hidden = state.shape[-1]
-    if not force and not speed.kernel_is_faster("gru", lib.variant, batch, time, xs.shape[-1],
-                                                hidden):
-        return None
     b, b_hn = ((params["b"], params["b_hn"]) if use_bias else
                (jnp.zeros(3 * hidden, jnp.float32), jnp.zeros(hidden, jnp.float32)))
     h_r = reset_state if reset_state is not None else jnp.zeros_like(state)

@@ -27,16 +27,17 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from rnnscan import masks
 from rnnscan.kernels import loader
 from rnnscan.kernels.primitives import (
     call,
     linear_pair,
     panels,
     panels_transposed,
+    primitive,
     states,
     step_inputs,
     time_major,
-    valid_steps,
 )
 from rnnscan.tree import is_symbolic_zero
 
@@ -61,9 +62,15 @@ def recurrence(xs, w_ih, w_hh, b, b_hn, h0, lengths, resets, h_r, reverse: bool,
       `hs`, `(time, batch, H)` (or batch-major): the state after each step
       (carried past a row's length).
     """
+    return _forward_p.bind(xs, w_ih, w_hh, b, b_hn, h0, lengths, resets, h_r, reverse=reverse,
+                           batch_major=batch_major, lib=lib)[0]
+
+
+def _forward_on_kernel(xs, w_ih, w_hh, b, b_hn, h0, lengths, resets, h_r, *, reverse,
+                       batch_major, lib):
     return call(lib, "rnnscan_gru_forward", states(xs, h0), xs, *panels(lib, 3, w_ih, w_hh), b,
                 b_hn, h0, lengths, resets, h_r, hidden=h0.shape[-1], gates=3, reverse=reverse,
-                batch_major=batch_major)[0]
+                batch_major=batch_major)
 
 
 def _recurrence_jvp(reverse, batch_major, lib, primals, tangents):
@@ -105,7 +112,7 @@ def _tangent_in_jax(w_hh, h0, h_r, saved, hs, lengths, resets, d_z, d_h0, d_hr, 
     s_n = (1 - z) * (1 - n * n)
     q = (s_n * hn * r * (1 - r), z * (1 - z) * (h_in - n), s_n * r, s_n)
     w_t = w_hh.T  # so that reverse mode's step product is the plain `g @ w_t`
-    valid = valid_steps(lengths, hs.shape[int(batch_major)], batch_major)
+    valid = masks.valid_steps(lengths, hs.shape[int(batch_major)], time_major=not batch_major)
     hidden = h0.shape[-1]
 
     def step(dh, inputs):
@@ -158,6 +165,12 @@ def _forward_saving(xs, w_ih, w_hh, b, b_hn, h0, lengths, resets, h_r, reverse, 
                     lib):
     """`(hs, saved)`: the states and each step's `[r z hn n]` (zero past a
     row's length)."""
+    return tuple(_forward_saving_p.bind(xs, w_ih, w_hh, b, b_hn, h0, lengths, resets, h_r,
+                                        reverse=reverse, batch_major=batch_major, lib=lib))
+
+
+def _forward_saving_on_kernel(xs, w_ih, w_hh, b, b_hn, h0, lengths, resets, h_r, *, reverse,
+                              batch_major, lib):
     saved = jax.ShapeDtypeStruct(xs.shape[:2] + (4 * h0.shape[-1],), jnp.float32)
     return call(lib, "rnnscan_gru_forward_saving", states(xs, h0) + [saved], xs,
                 *panels(lib, 3, w_ih, w_hh), b, b_hn, h0, lengths, resets, h_r,
@@ -190,7 +203,15 @@ def _forward_saving_in_jax(xs, w_ih, w_hh, b, b_hn, h0, lengths, resets, h_r, *,
         h = keep(n + z * (h_in - n), h)
         return h, (h, keep(jnp.concatenate([r, z, hn, n], axis=-1), 0.0))
 
-    valid = valid_steps(lengths, xs.shape[int(batch_major)], batch_major)
+    valid = masks.valid_steps(lengths, xs.shape[int(batch_major)], time_major=not batch_major)
     inputs = time_major(batch_major, (xs, valid, resets))
     outs = jax.lax.scan(step, h0, inputs, reverse=reverse)[1]
     return time_major(batch_major, outs)
+
+
+# The forward kernels as primitives: the FFI call on the CPU, the scan elsewhere.
+_forward_in_jax = lambda *a, lib, **layout: _forward_saving_in_jax(*a, **layout)
+_forward_p = primitive("rnnscan_gru_forward", lambda *a, **p: _forward_in_jax(*a, **p)[:1],
+                       run=_forward_on_kernel)
+_forward_saving_p = primitive("rnnscan_gru_forward_saving", _forward_in_jax,
+                              run=_forward_saving_on_kernel)

@@ -26,28 +26,14 @@ import jax
 
 from rnnscan.kernels import build
 
-# The FFI handlers each source defines (XLA_FFI_DEFINE_HANDLER_SYMBOL), before
-# the variant's suffix.
-TARGETS = {
-    "lstm_cpu": ("rnnscan_lstm_forward", "rnnscan_lstm_forward_saving", "rnnscan_lstm_backward"),
-    "gru_cpu": ("rnnscan_gru_forward", "rnnscan_gru_forward_saving", "rnnscan_gru_backward"),
-}
-# Best first: the CPU flags (as /proc/cpuinfo names them) each variant's
-# `-march` level lets the compiler use.
-REQUIRES = {
-    "avx512": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "bmi2"},
-    "avx2": {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"},
-    "baseline": set(),
-}
-LEVELS = {"avx512": "x86-64-v4", "avx2": "x86-64-v3", "baseline": "baseline"}
-
-
 class Kernel(NamedTuple):
     """A registered variant: `target(name)` is the FFI target to call; `lanes`,
-    the floats of one of its vectors (unit counts must be a multiple)."""
+    the floats of one of its vectors (unit counts must be a multiple);
+    `targets`, the FFI handlers its library defines (before the suffix)."""
 
     variant: str
     lanes: int
+    targets: tuple = ()
 
     def target(self, name: str) -> str:
         return f"{name}_{self.variant}"
@@ -77,7 +63,7 @@ def cpu_model() -> str:
 def cpu_isa() -> str:
     """The best variant this CPU can execute."""
     flags = cpu_flags()
-    return next(v for v in build.VARIANTS if REQUIRES.get(v, set()) <= flags)
+    return next(v for v, spec in build.VARIANTS.items() if spec.requires <= flags)
 
 
 def choice() -> tuple[Optional[str], str]:
@@ -91,7 +77,7 @@ def choice() -> tuple[Optional[str], str]:
     if wanted == "none":
         return None, "disabled (RNNSCAN_KERNEL_ISA=none)"
     if not wanted:
-        return best, f"the best this CPU ({LEVELS[best]}) runs"
+        return best, f"the best this CPU ({build.VARIANTS[best].level}) runs"
     runnable = list(build.VARIANTS)[list(build.VARIANTS).index(best):]
     if wanted not in runnable:
         raise ValueError(f"RNNSCAN_KERNEL_ISA must be one of {runnable + ['none']} on this CPU "
@@ -155,17 +141,35 @@ def _register(source: str, variant: str) -> Optional[Kernel]:
             RuntimeWarning, stacklevel=4)
         return None
     lib = ctypes.CDLL(str(path))
-    for name in TARGETS[source]:
+    listed = getattr(lib, f"rnnscan_targets_{variant}")  # the C++ names its handlers
+    listed.restype = ctypes.c_char_p
+    names = tuple(listed().decode().split(","))
+    for name in names:
         target = f"{name}_{variant}"
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, target)),
                                     platform="cpu")
-    return Kernel(variant, getattr(lib, f"rnnscan_lanes_{variant}")())
+    lanes = getattr(lib, f"rnnscan_lanes_{variant}")()
+    if lanes != build.VARIANTS[variant].lanes:  # the table and cpu_common.h disagree
+        raise RuntimeError(f"rnnscan: {path} has {lanes} lanes; build.VARIANTS says "
+                           f"{build.VARIANTS[variant].lanes}")
+    return Kernel(variant, lanes, names)
+
+
+def export_checks() -> list:
+    """The `jax.export.DisabledSafetyCheck`s that `jax.export.export(...,
+    disabled_checks=...)` needs for a function that may run rnnscan's kernels
+    (their FFI custom calls have no compatibility guarantee: the module runs
+    where the same rnnscan is installed). It registers the kernels' targets, so
+    call it also in the process that deserializes and calls such a module."""
+    kernels = [k for k in map(load, build.SOURCES) if k is not None]
+    return [jax.export.DisabledSafetyCheck.custom_call(k.target(name))
+            for k in kernels for name in k.targets]
 
 
 def info() -> dict:
     """What rnnscan's kernels do here: the backend, the CPU and its instruction-set
     level, the variants built, and the one in use (None, with the reason, if none)."""
-    variants = {v: all(library(s, v) is not None for s in TARGETS) for v in build.VARIANTS}
+    variants = {v: all(library(s, v) is not None for s in build.SOURCES) for v in build.VARIANTS}
     try:
         variant, why = choice()
     except ValueError as error:
@@ -180,7 +184,7 @@ def info() -> dict:
         "backend": jax.default_backend(),
         "cpu": cpu_model(),
         "machine": platform.machine(),
-        "isa": LEVELS[cpu_isa()],
+        "isa": build.VARIANTS[cpu_isa()].level,
         "built": sorted(v for v, ok in variants.items() if ok),
         "variant": variant,
         "why": why,

@@ -2,7 +2,7 @@
 `SequenceKernel` (`sequence_kernel`): whether the CPU kernel can run these
 operands here (`why_not`), whether it was measured faster than the scan for this
 CPU and shape (`speed.kernel_is_faster`), and the whole sequence through it
-(`sequence`)."""
+(`sequence`). `unroll`'s plan asks the first two once; `sequence` asks nothing."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def sequence_kernel(forget_bias: float, use_bias: bool) -> SequenceKernel:
 
     def run(params, state, xs, **options):
         return sequence(params, state, xs, forget_bias=forget_bias, use_bias=use_bias,
-                        force=True, **options)
+                        **options)
 
     return SequenceKernel(run, unsupported, faster)
 
@@ -52,12 +52,11 @@ def why_not(params, state, xs, *, lengths=None, resets=None, reset_state=None,
 
 
 def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, reverse=False,
-             time_major=False, all_states=False, forget_bias=1.0, use_bias=True, force=False):
-    """`rs.lstm`'s plain float32 cell over a whole sequence in the kernel, as
-    `Cell.sequence_kernel` returns it: `(final_state, ys, states)` (`states`
-    every step's `LSTMState`, with `all_states`, else None); or None when the
-    kernel cannot run these operands here (`why_not`), or, unless `force`, is
-    not measured faster than the scan for this CPU and shape.
+             time_major=False, all_states=False, forget_bias=1.0, use_bias=True):
+    """`rs.lstm`'s plain float32 cell over a whole sequence in the kernel:
+    `(final_state, ys, states)` (`states` every step's `LSTMState`, with
+    `all_states`, else None). For operands `why_not` accepts (the caller asks
+    it: `unroll`'s plan, once).
 
     Args:
       params: `{"w_ih": (I, 4H), "w_hh": (H, 4H), "b": (4H,)}` (no "b" without
@@ -70,17 +69,11 @@ def sequence(params, state, xs, *, lengths=None, resets=None, reset_state=None, 
       forget_bias: added to the f gate's slice of the bias.
       The rest as in `rs.unroll`.
     """
-    options = dict(lengths=lengths, resets=resets, reset_state=reset_state, use_bias=use_bias)
-    if why_not(params, state, xs, **options) is not None:
-        return None
     lib = loader.load("lstm_cpu")
     batch_major = not time_major
     full = lengths is None
-    time, batch, lengths, valid, resets = primitives.padding(xs, lengths, resets, batch_major)
+    lengths, valid, resets = primitives.padding(xs, lengths, resets, batch_major)
     hidden = state.h.shape[-1]
-    if not force and not speed.kernel_is_faster("lstm", lib.variant, batch, time, xs.shape[-1],
-                                                hidden):
-        return None
     bias = np.zeros(4 * hidden, np.float32)
     bias[hidden:2 * hidden] = forget_bias
     if use_bias:

@@ -378,6 +378,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RNNSCAN_TARGET(rnnscan_lstm_backward), lstm_backwa
                                   .Ctx<ffi::ThreadPool>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
 
+// The FFI handlers defined above, before the variant's suffix, comma-separated:
+// the loader registers each of them (as jax's examples/ffi loops over its
+// registrations), so their names are written here alone.
+extern "C" const char* RNNSCAN_TARGET(rnnscan_targets)() {
+  return "rnnscan_lstm_forward,rnnscan_lstm_forward_saving,rnnscan_lstm_backward";
+}
+
 // The variant's vector width, which the JAX side lays the weights out by, and
 // the hash of the source it was built from (build.py's source_hash).
 extern "C" int RNNSCAN_TARGET(rnnscan_lanes)() { return kLanes; }

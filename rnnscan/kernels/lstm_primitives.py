@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.interpreters import ad
 
+from rnnscan import masks
 from rnnscan.kernels import loader
 from rnnscan.kernels.primitives import (
     call,
@@ -31,10 +32,10 @@ from rnnscan.kernels.primitives import (
     linear_pair,
     panels,
     panels_transposed,
+    primitive,
     states as _states,
     step_inputs as _step_inputs,
     time_major as _time_major,
-    valid_steps,
 )
 from rnnscan.tree import is_symbolic_zero
 
@@ -71,10 +72,21 @@ def recurrence(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c_r, reverse:
     if all_states:
         return _forward_saving(xs, w_ih, w_hh, bias, h0, c0, *masks, reverse, batch_major,
                                lib)[:2]
+    return tuple(_forward_p.bind(xs, w_ih, w_hh, bias, h0, c0, *masks, reverse=reverse,
+                                 batch_major=batch_major, lib=lib))
+
+
+def _forward_on_kernel(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c_r, *, reverse,
+                       batch_major, lib):
     results = _states(xs, h0) + [jax.ShapeDtypeStruct(c0.shape, c0.dtype)]
     return call(lib, "rnnscan_lstm_forward", results, xs, *panels(lib, 4, w_ih, w_hh), bias, h0,
-                c0, *masks, hidden=h0.shape[-1], gates=4, reverse=reverse,
+                c0, lengths, resets, h_r, c_r, hidden=h0.shape[-1], gates=4, reverse=reverse,
                 batch_major=batch_major)
+
+
+def _forward_in_jax(*operands, reverse, batch_major, lib):
+    hs, cs, _ = _forward_saving_in_jax(*operands, reverse=reverse, batch_major=batch_major)
+    return hs, last_step(cs, reverse, batch_major)
 
 
 def _recurrence_jvp(reverse, batch_major, all_states, lib, primals, tangents):
@@ -116,7 +128,7 @@ def _tangent_in_jax(w_hh, c0, c_r, gates, cs, lengths, resets, d_z, d_h0, d_c0, 
     q = jnp.concatenate([i * (1 - i) * j, f * (1 - f) * c_in, (1 - j * j) * i,
                          o * (1 - o) * tc], axis=-1)
     w_t = w_hh.T  # so that reverse mode's step product is the plain `g @ w_t`
-    valid = valid_steps(lengths, cs.shape[int(batch_major)], batch_major)
+    valid = masks.valid_steps(lengths, cs.shape[int(batch_major)], time_major=not batch_major)
 
     def step(carry, inputs):
         dh, dc = carry
@@ -187,6 +199,12 @@ def _forward_saving(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c_r, rev
                     batch_major, lib):
     """`(hs, cs, gates)`: the states and each step's gate activations (zero past
     a row's length)."""
+    return tuple(_forward_saving_p.bind(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r,
+                                        c_r, reverse=reverse, batch_major=batch_major, lib=lib))
+
+
+def _forward_saving_on_kernel(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c_r, *,
+                              reverse, batch_major, lib):
     gates = jax.ShapeDtypeStruct(xs.shape[:2] + bias.shape, jnp.float32)
     return call(lib, "rnnscan_lstm_forward_saving", _states(xs, h0) * 2 + [gates], xs,
                 *panels(lib, 4, w_ih, w_hh), bias, h0, c0, lengths, resets, h_r, c_r,
@@ -218,9 +236,17 @@ def _forward_saving_in_jax(xs, w_ih, w_hh, bias, h0, c0, lengths, resets, h_r, c
         h, c = keep(o * jnp.tanh(c_new), h), keep(c_new, c)
         return (h, c), (h, c, keep(jnp.concatenate([i, f, j, o], axis=-1), 0.0))
 
-    valid = valid_steps(lengths, xs.shape[int(batch_major)], batch_major)
+    valid = masks.valid_steps(lengths, xs.shape[int(batch_major)], time_major=not batch_major)
     inputs = _time_major(batch_major, (xs, valid, resets))
     outs = jax.lax.scan(step, (h0, c0), inputs, reverse=reverse)[1]
     return _time_major(batch_major, outs)
 
 
+
+
+# The forward kernels as primitives: the FFI call on the CPU, the scan elsewhere.
+_forward_p = primitive("rnnscan_lstm_forward", _forward_in_jax, run=_forward_on_kernel)
+_forward_saving_p = primitive(
+    "rnnscan_lstm_forward_saving",
+    lambda *a, lib, **layout: _forward_saving_in_jax(*a, **layout),
+    run=_forward_saving_on_kernel)

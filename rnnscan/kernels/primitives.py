@@ -15,6 +15,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from rnnscan import masks
 from rnnscan.kernels import loader
 from rnnscan.tree import time_to_front
 from rnnscan.tuning import cpu_cores
@@ -24,12 +25,6 @@ def last_step(states, reverse: bool, batch_major: bool):
     """The last step's entry of a per-step array (the first with `reverse`):
     also with lengths, as the states are carried past them."""
     return jnp.take(states, 0 if reverse else -1, axis=int(batch_major))
-
-
-def valid_steps(lengths, time: int, batch_major: bool):
-    """Per step and row, whether it is read: `t < lengths[b]`, in the layout."""
-    valid = jnp.arange(time)[:, None] < lengths[None, :]
-    return valid.T if batch_major else valid
 
 
 def step_inputs(states, first, reset_to, resets, reverse, batch_major):
@@ -93,17 +88,27 @@ def threads(time: int, batch: int, hidden: int, gates: int = 4) -> int:
     return max(1, min(cpu_cores(), split, time * step // 4_000_000))
 
 
-def primitive(name, in_jax, shapes, run=None):
+def primitive(name, in_jax, shapes=None, run=None):
     """A primitive that runs `run` (default `in_jax`) and is differentiated and
-    batched through `in_jax`'s definition."""
+    batched through `in_jax`'s definition; `shapes(*avals, **params)` its
+    results' avals (default: `in_jax`'s, by `jax.eval_shape`).
+
+    It lowers per platform, whatever the process's backend: `run` (a kernel's
+    FFI call) for the CPU, `in_jax` (a scan, the same numbers) for every other
+    (`jax.export` for an accelerator from a CPU, or for several platforms at
+    once)."""
     prim = Primitive(name)
     prim.multiple_results = True
+    if shapes is None:
+        shapes = lambda *avals, **params: [
+            jax.core.ShapedArray(r.shape, r.dtype)
+            for r in jax.eval_shape(functools.partial(in_jax, **params), *avals)]
     run = run or in_jax
     prim.def_impl(run)
     prim.def_abstract_eval(shapes)
-    # The kernels exist for the CPU alone (`kernel` picks them only there).
-    platform = "cpu" if run is not in_jax else None
-    mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=True), platform=platform)
+    mlir.register_lowering(prim, mlir.lower_fun(in_jax, multiple_results=True))
+    if run is not in_jax:
+        mlir.register_lowering(prim, mlir.lower_fun(run, multiple_results=True), platform="cpu")
 
     def jvp(primals, tangents, **params):
         tangents = tuple(ad.instantiate_zeros(t) for t in tangents)
@@ -185,7 +190,7 @@ def check_lengths(lengths) -> Optional[str]:
 
 
 def padding(xs, lengths, resets, batch_major: bool):
-    """`(time, batch, lengths, valid, resets)` as the kernels read them: int32
+    """`(lengths, valid, resets)` as the kernels read them: int32
     lengths (every step by default), the per-step validity, and the resets
     (none by default) on valid steps alone (a reset past a row's length
     changes nothing)."""
@@ -193,6 +198,6 @@ def padding(xs, lengths, resets, batch_major: bool):
     per_step = (batch, time) if batch_major else (time, batch)
     lengths = (jnp.full(batch, time, jnp.int32) if lengths is None
                else jnp.asarray(lengths, jnp.int32))
-    valid = valid_steps(lengths, time, batch_major)
+    valid = masks.valid_steps(lengths, time, time_major=not batch_major)
     resets = jnp.zeros(per_step, bool) if resets is None else jnp.asarray(resets, bool) & valid
-    return time, batch, lengths, valid, resets
+    return lengths, valid, resets
