@@ -239,3 +239,20 @@ def test_a_run_whose_checkpoints_are_gone_is_refused_and_its_metrics_kept(tmp_pa
         assert main(argv + ["--restart-if-damaged"]) == 0
     assert (out / "metrics.jsonl.before-restart").read_text() == history
     assert curve((out / "metrics.jsonl").read_text()) == curve(history)  # trained again from step 0: the same
+
+
+def test_training_past_a_checkpoint_that_does_not_read_leaves_no_traceback_at_exit(tmp_path):
+    # Case 8 in `rnnscan train`: the failed read of checkpoint 8 is named in a warning, and only there.
+    out = tmp_path / "run"
+    argv = TINY[:TINY.index("--steps")] + ["--steps", "8", "--checkpoint-every", "4", "--out", str(out)]
+    assert main(argv) == 0
+    for data in (out / "checkpoints/8/state").rglob("d/*"):  # every data file a directory: the read fails
+        data.unlink()
+        data.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"PYTHONPATH": str(REPO)}
+    resumed = subprocess.run([sys.executable, "-m", "rnnscan", *argv], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "UserWarning: checkpoint 8 in" in resumed.stderr and "restored checkpoint 4 instead" in resumed.stderr
+    assert not any(noise in resumed.stderr for noise in NOISE), resumed.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4", "8", "8.damaged"]

@@ -309,22 +309,27 @@ class _OrbaxFailures(logging.Filter):
 @contextlib.contextmanager
 def _quiet_orbax():
     """Reads that may fail: their damage is named by the caller, so orbax's logs of it
-    are dropped, and so are the reads a failed one leaves pending. Those are collected
-    here: left to the exit, they print tracebacks ("Event loop is closed")."""
+    are dropped, and so is what the reads a failed one leaves pending raise later,
+    where Python cannot raise it (`sys.unraisablehook`: "Event loop is closed", also at
+    exit). The pending ones that are garbage are collected here, not at exit."""
     quiet = _OrbaxFailures()  # its own: removing it leaves those of open `Checkpoints` in place
     logging.getLogger("absl").addFilter(quiet)
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None if _from_orbax(unraisable) else hook(unraisable)
+    if not getattr(sys.unraisablehook, "drops_orbax_leftovers", False):  # once per process: they come late
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: None if _orbax_leftover(unraisable) else hook(unraisable)
+        sys.unraisablehook.drops_orbax_leftovers = True
     try:
         yield
     finally:
         gc.collect()
-        sys.unraisablehook = hook
         logging.getLogger("absl").removeFilter(quiet)
 
 
-def _from_orbax(unraisable) -> bool:
-    """Whether an exception raised where Python cannot raise it (`sys.unraisablehook`) comes from orbax."""
+def _orbax_leftover(unraisable) -> bool:
+    """Whether an exception that Python could not raise comes from an abandoned orbax read."""
+    text = str(unraisable.exc_value)
+    if text == "Event loop is closed" or "sys.meta_path is None" in text:
+        return True
     code = getattr(unraisable.object, "cr_code", None)
     if code is not None and "orbax" in code.co_filename:
         return True
