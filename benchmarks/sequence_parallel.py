@@ -28,7 +28,7 @@ from rnnscan.bench.measure import time_alternating
 CASES = {
     "mingru, associative": (rs.mingru, 256, "associative"),
     "gru, Newton": (rs.gru, 16, "newton"),
-    "lstm, relay": (rs.lstm, 256, "sequential"),
+    "lstm, relay": (rs.lstm, 256, "scan"),
 }
 
 

@@ -15,9 +15,10 @@ Three ways, by `method` (`rnnscan.shards` holds the collectives):
 - `"newton"` / `rs.Newton(...)` (any cell): Newton's iterations with every
   linear recurrence on the sharded associative scan; the convergence test and
   the damping read the residual over all shards.
-- `"scan"`, `"sequential"`, `"kernel"`: a relay (`shards.pipeline`): the
-  carry passes from shard to shard. No faster than one device (a little
-  slower), but memory per device T/K.
+- `"scan"` or `"sequential"`: a relay (`shards.pipeline`) of `lax.scan`s: the
+  carry passes from shard to shard. No faster than one device, but memory
+  per device T/K. (Not the CPU kernels: their custom calls' results are not
+  typed per shard for `shard_map`'s `check_vma`.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rnnscan.unroll import execute, initial_state_of, make_plan
 from rnnscan.unroll import unroll as unroll_slice
 from rnnscan.validation import check_lengths, check_xs
 
-_RELAYED = ("scan", "sequential", "kernel")
+_RELAYED = ("scan", "sequential")
 
 
 def unroll(cell, params, xs, *, axis_name, initial_state=None, lengths=None, resets=None,
@@ -59,9 +60,9 @@ def unroll(cell, params, xs, *, axis_name, initial_state=None, lengths=None, res
       method: `"auto"` (default): `"associative"` for cells linear in their
         state, else `"sequential"`. `"associative"`: linear cells, parallel.
         `"newton"` or `rs.Newton(...)`: any cell, parallel (see
-        `rnnscan.newton`). `"scan"`, `"sequential"`, `"kernel"`: that method on
-        each shard, the carry relayed from shard to shard: sequential, no
-        faster than one device, memory-scalable.
+        `rnnscan.newton`). `"scan"` or `"sequential"`: `lax.scan` on each
+        shard, the carry relayed from shard to shard: sequential, no faster
+        than one device, memory-scalable. `"kernel"` is refused.
       The other arguments are `rnnscan.unroll`'s; `unroll` and `remat` are left
       to each shard's method.
 
@@ -98,12 +99,15 @@ def unroll(cell, params, xs, *, axis_name, initial_state=None, lengths=None, res
         as_array = lambda a: None if a is None else jnp.asarray(a)  # checked by make_plan
         return execute(plan._replace(axis_name=axis_name), params, xs, initial_state, lengths,
                        as_array(resets), reset_state, as_array(mask))
+    if method == "kernel":
+        raise ValueError("method='kernel' cannot run inside shard_map: the CPU kernels' custom "
+                         "calls return values not typed per shard; use method='scan'")
     if method not in _RELAYED:
         raise ValueError(f"method must be 'auto', 'associative', 'newton', an rnnscan.Newton "
                          f"or one of {_RELAYED}; got {method!r}")
 
     def segment(h):
-        ys, h_out, *states = unroll_slice(cell, params, xs, method=method,
+        ys, h_out, *states = unroll_slice(cell, params, xs, method="scan",
                                          **{**arrays, "initial_state": h}, **options)
         return h_out, (ys, *states)
 

@@ -83,6 +83,9 @@ def test_bad_axis_name_method_and_lengths_are_refused():
     with pytest.raises(ValueError, match=r"lengths must lie in \[0, time\] = \[0, 5\]"):
         one_device(lambda xs: sequence_parallel.unroll(CELL, PARAMS, xs, axis_name="seq",
                                                        lengths=np.array([6, 1])), XS)
+    with pytest.raises(ValueError, match="method='kernel' cannot run inside shard_map"):
+        one_device(lambda xs: sequence_parallel.unroll(CELL, PARAMS, xs, axis_name="seq",
+                                                       method="kernel"), XS)
     with pytest.raises(ValueError, match="method='associative' needs a cell that is linear"):
         one_device(lambda xs: sequence_parallel.unroll(CELL, PARAMS, xs, axis_name="seq",
                                                        method="associative"), XS)
