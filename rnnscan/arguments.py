@@ -47,16 +47,6 @@ positive_float = float_at_least(0.0, "positive", strict=True)
 non_negative_float = float_at_least(0.0, "non-negative", strict=False)
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a non-negative finite number, got {text}")
-    return value
-
-
 def clip_norm(text: str) -> float | None:
     """An argparse type: a positive finite number, or `none` for no clipping."""
     if text.lower() == "none":

@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnscan.validation import (
-    check_bool, check_lengths, check_step_mask, context, describe, sequence_axes,
-)
+from rnnscan.validation import check_bool, context, describe
+from rnnscan.sequence_args import check_lengths, check_step_mask, sequence_axes
 
 
 class Names(NamedTuple):

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnscan.cell import Cell, initial_state_of, same_for_same_arguments, split_step
-from rnnscan.validation import check_cell_params, check_xs
+from rnnscan.validation import check_cell_params
+from rnnscan.sequence_args import check_xs
 
 
 class Masks(NamedTuple):

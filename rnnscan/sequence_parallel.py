@@ -31,7 +31,7 @@ from rnnscan.cell import as_cell, split_step
 from rnnscan.newton_options import Newton
 from rnnscan.unroll import execute, initial_state_of, make_plan
 from rnnscan.unroll import unroll as unroll_slice
-from rnnscan.validation import check_lengths, check_xs
+from rnnscan.sequence_args import check_lengths, check_xs
 
 _RELAYED = ("scan", "sequential")
 

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from rnnscan.cell import as_cell, initial_state_of
 from rnnscan.batch import Names
 from rnnscan.unroll import _run
-from rnnscan.validation import check_bool, check_positive_int, sequence_axes
+from rnnscan.validation import check_bool, check_positive_int
+from rnnscan.sequence_args import sequence_axes
 
 _TF_NAMES = Names("inputs", "sequence_length")
 

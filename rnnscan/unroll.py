@@ -25,10 +25,9 @@ from rnnscan.cell import as_cell, initial_state_of, split_step
 from rnnscan.newton_options import Newton, newton_options
 from rnnscan.plan import Operands, Plan, Request
 from rnnscan.validation import (
-    check_bool, check_cell_params, check_lengths, check_positive_int, check_recurrent_kernel,
-    check_remat, check_same_structure, check_step_mask, check_step, check_unroll, check_xs,
-    is_chunk_size,
+    check_bool, check_cell_params, check_positive_int, check_recurrent_kernel, check_remat, check_same_structure, check_step, check_unroll, is_chunk_size,
 )
+from rnnscan.sequence_args import check_lengths, check_step_mask, check_xs
 
 METHODS = ("auto", "sequential", "scan", "kernel", "associative", "newton")
 
@@ -54,7 +53,7 @@ def unroll(cell, params, xs, *, initial_state=None, lengths=None, resets=None, r
       xs: `(*batch, time, features)`, or `(time, *batch, features)` with
         `time_major`, a floating array with any number (at least one) of
         leading batch axes; or a pytree of arrays `(*batch, time, ...)` (its
-        batch axes: `rnnscan.validation.sequence_axes`). The shapes below are
+        batch axes: `rnnscan.sequence_args.sequence_axes`). The shapes below are
         for `(batch, time)`; with several batch axes, `*batch` goes in place
         of `batch` everywhere, in the arguments and the results.
       initial_state: the state before the first step, leaves `(batch, size)`;

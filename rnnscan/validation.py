@@ -96,24 +96,26 @@ def check_features(x, expected: int) -> None:
     if jnp.issubdtype(x.dtype, jnp.complexfloating):
         raise TypeError(f"{what} must be real for this cell (its params are real, and the "
                         f"imaginary part would be lost); got dtype {x.dtype}")
-    shape = _shape(x)
+    shape = shape_of(x)
     if len(shape) == 0 or shape[-1] != expected:
         got = shape[-1] if shape else "a scalar"
         raise ValueError(f"{what} must have {expected} features on its last axis "
                          f"(input_size={expected}); got {got}")
 
 
-def _shape(a) -> tuple:
+def shape_of(a) -> tuple:
+    """The shape of an array, a `ShapeDtypeStruct` or a Python number."""
     return tuple(getattr(a, "shape", np.shape(a)))
 
 
-def _dtype(a):
+def dtype_of(a):
+    """The dtype of an array, a `ShapeDtypeStruct` or a Python number."""
     return jnp.dtype(getattr(a, "dtype", None) or jnp.result_type(a))
 
 
 def describe(tree) -> str:
     """`tree` with each leaf shown as its dtype and shape, e.g. `float32[2, 4]`."""
-    return str(jax.tree_util.tree_map(lambda a: f"{_dtype(a).name}{list(_shape(a))}", tree))
+    return str(jax.tree_util.tree_map(lambda a: f"{dtype_of(a).name}{list(shape_of(a))}", tree))
 
 
 def check_same_structure(name: str, got, expected, expected_from: str) -> None:
@@ -130,12 +132,12 @@ def check_same_structure(name: str, got, expected, expected_from: str) -> None:
             f"{exp_def}, got {got_def}"
         )
     for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
-        if _shape(g) != _shape(e):
+        if shape_of(g) != shape_of(e):
             raise ValueError(
                 f"{name} must match {expected_from}: expected {describe(expected)}, "
                 f"got {describe(got)}"
             )
-        if _dtype(g) != _dtype(e):
+        if dtype_of(g) != dtype_of(e):
             raise TypeError(
                 f"{name} must match the dtypes of {expected_from}: expected "
                 f"{describe(expected)}, got {describe(got)}"
@@ -146,7 +148,7 @@ def check_params(params, expected, name: str = "params") -> None:
     """Raises unless `params` has every leaf (by key path) of `expected` (the cell's
     `init`'s, abstract) in its shape, naming the leaf and both shapes. Leaves
     beside those (a user's own) pass."""
-    paths = lambda tree: {jax.tree_util.keystr(p): _shape(a)
+    paths = lambda tree: {jax.tree_util.keystr(p): shape_of(a)
                           for p, a in jax.tree_util.tree_flatten_with_path(tree)[0]}
     got, want = paths(params), paths(expected)
     if want and not set(got) & set(want):
@@ -160,68 +162,6 @@ def check_params(params, expected, name: str = "params") -> None:
         check_shape(name + path, got[path], shape)
 
 
-def sequence_axes(name: str, xs, time_major: bool) -> tuple[tuple[int, ...], int]:
-    """`(batch_shape, time)` of a sequence `xs` (time first with `time_major`): a
-    floating array `(*batch, time, features)` (a `(batch, time)` one would be read
-    as a batch of steps; integers are token ids to encode first), or a pytree of
-    arrays `(*batch, time, ...)` sharing them, of any dtype (for a cell of the
-    user's own), whose batch axes are those of its leaf with the fewest axes read
-    as `(*batch, time, features)` (one, if that leaf is a per-step scalar)."""
-    leaves = jax.tree_util.tree_flatten_with_path(xs)[0]
-    if not leaves:
-        raise ValueError(f"{name} must hold at least one array; got {xs!r}")
-    axes = "(time, *batch)" if time_major else "(*batch, time)"
-    layout = axes[:-1] + ", ...)"
-    where = lambda path: name + jax.tree_util.keystr(path)
-    for path, leaf in leaves:
-        if not hasattr(leaf, "shape"):
-            got = type(leaf).__name__
-            if isinstance(leaf, numbers.Number):
-                got = (f"Python numbers ({where(path)} is a {got}): convert it with np.asarray({name})"
-                       if path else f"a Python {got}")
-            raise TypeError(f"{name} must be an array or a pytree of arrays; got {got}")
-        shape = _shape(leaf)
-        if len(shape) < (2 if path else 3):
-            need = "2 axes, " + axes if path else f"3 axes, {axes[:-1]}, features)"
-            raise ValueError(f"{where(path)} must have shape {layout}; got shape {shape}: "
-                             f"{'a leaf of a sequence' if path else 'a sequence'} has at least {need}")
-    if not leaves[0][0]:
-        dtype = _dtype(xs)
-        if jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_:
-            raise TypeError(f"{name} must have a floating dtype (float32, bfloat16, ...); got "
-                            f"{dtype}: encode token ids first (jax.nn.one_hot, an embedding)")
-    n = max(1, min(len(_shape(leaf)) for _, leaf in leaves) - 2)  # batch axes
-    shape = _shape(leaves[0][1])
-    for path, leaf in leaves[1:]:
-        if _shape(leaf)[:n + 1] != shape[:n + 1]:
-            raise ValueError(f"every array in {name} must share its {axes} axes; "
-                             f"{where(leaves[0][0])} has shape {shape}, {where(path)} has shape "
-                             f"{_shape(leaf)}")
-    return (shape[1:n + 1], shape[0]) if time_major else (shape[:n], shape[n])
-
-
-def check_xs(name: str, xs, time_major: bool) -> tuple[int, int]:
-    """`(batch, time)` of `xs` with one batch axis (`sequence_axes`; `rnnscan.batch` joins several)."""
-    batch, time = sequence_axes(name, xs, time_major)
-    if len(batch) != 1:
-        raise ValueError(f"{name} must have one batch axis here (rs.unroll and the layers "
-                         f"take several); got batch axes {batch}")
-    return batch[0], time
-
-
-def as_index_array(name: str, value, what: str):
-    """`value` as an array (a list or tuple through `np.asarray`); raises for a
-    string or a ragged list. Arrays, tracers and `ShapeDtypeStruct`s pass as they are."""
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return value
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, numbers.Number)):
-        raise TypeError(f"{name} must be {what}; got {type(value).__name__}")
-    try:
-        return np.asarray(value)
-    except ValueError:
-        raise ValueError(f"{name} must be {what}; got a ragged {type(value).__name__}") from None
-
-
 @contextlib.contextmanager
 def context(prefix: str):
     """Puts `prefix: ` before the message of a `ValueError` or `TypeError` raised
@@ -231,54 +171,6 @@ def context(prefix: str):
     except (ValueError, TypeError) as error:
         kind = TypeError if isinstance(error, TypeError) else ValueError
         raise kind(f"{prefix}: {error}") from error
-
-
-def check_lengths(name: str, lengths, batch, time: int):
-    """`lengths` as an int array `(batch,)` (`batch`: an int, or a shape), its
-    concrete values in `[0, time]`."""
-    if lengths is None:
-        return None
-    batch, what = _batch_axes(batch)
-    lengths = as_index_array(name, lengths, f"an int array of shape ({what},)")
-    shape = _shape(lengths)
-    if shape != batch:
-        raise ValueError(f"{name} must have shape ({what},) = {batch}; got shape {shape}")
-    dtype = jnp.dtype(lengths.dtype)
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"{name} must have an integer dtype; got {dtype}")
-    if isinstance(lengths, (np.ndarray, jax.Array)) and not isinstance(lengths, jax.core.Tracer):
-        values = np.asarray(lengths)
-        bad = (values < 0) | (values > time)
-        if bad.any():
-            raise ValueError(
-                f"{name} must lie in [0, time] = [0, {time}]; got {values[bad].tolist()} "
-                f"at rows {np.argwhere(bad).tolist() if bad.ndim > 1 else np.flatnonzero(bad).tolist()}"
-            )
-    return jnp.asarray(lengths)
-
-
-def check_step_mask(name: str, value, batch, time: int, time_major: bool):
-    """A bool mask over the steps (`resets`, `mask`) as an array `(batch, time)`
-    (`(time, batch)` with `time_major`; `batch`: an int, or a shape)."""
-    if value is None:
-        return None
-    batch, what = _batch_axes(batch)
-    expected = (time, *batch) if time_major else (*batch, time)
-    layout = f"(time, {what})" if time_major else f"({what}, time)"
-    value = as_index_array(name, value, f"a bool array of shape {layout}")
-    shape = _shape(value)
-    if shape != expected:
-        raise ValueError(f"{name} must have shape {layout} = {expected}; got shape {shape}")
-    dtype = jnp.dtype(value.dtype)
-    if dtype != jnp.bool_:
-        raise TypeError(f"{name} must be a bool mask; got dtype {dtype} (use {name}.astype(bool))")
-    return jnp.asarray(value)
-
-
-def _batch_axes(batch) -> tuple[tuple, str]:
-    """An int batch or a batch shape as a shape, and its name in a message."""
-    batch = tuple(batch) if isinstance(batch, tuple) else (batch,)
-    return batch, "batch" if len(batch) == 1 else "*batch"
 
 
 def is_chunk_size(remat) -> bool:

@@ -11,13 +11,13 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rnnscan"
 # docs/ARCHITECTURE.md's picture, bottom first: a module may import modules of
 # its own layer or of the layers below it.
 LAYERS = [
-    ("tree", "masks", "validation", "tuning", "batch"),
+    ("tree", "masks", "validation", "sequence_args", "tuning", "batch"),
     ("cell", "plan"),
     ("scan", "chunked", "associative", "newton", "newton_options", "kernels", "shards"),
     ("cells",),
     ("unroll", "tf1_names", "sequence_parallel"),
     ("dropout", "layers"),
-    ("interop", "train", "tasks", "bench", "cli", "arguments", "flax", "equinox", "sampling", "__main__"),
+    ("interop", "train", "tasks", "bench", "cli", "train_options", "arguments", "flax", "equinox", "sampling", "__main__"),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

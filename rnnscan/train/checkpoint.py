@@ -203,7 +203,7 @@ class Checkpoints:
 
     def _set_aside(self, damaged: dict, then: str) -> None:
         """Moves each damaged checkpoint to `<step>.damaged` (never over another) and says so."""
-        for step, why in damaged.items():
+        for step, reason in damaged.items():
             target = os.path.join(self.directory, f"{step}{DAMAGED}")
             n = 1
             while os.path.exists(target):
@@ -211,7 +211,7 @@ class Checkpoints:
                 target = os.path.join(self.directory, f"{step}{DAMAGED}.{n}")
             if jax.process_index() == 0:
                 os.rename(os.path.join(self.directory, str(step)), target)
-            warnings.warn(f"checkpoint {step} in {self.directory} does not restore, damaged ({why}); "
+            warnings.warn(f"checkpoint {step} in {self.directory} does not restore, damaged ({reason}); "
                           f"moved it to {target}; {then}", stacklevel=3)
         if damaged:  # a new manager: the old one's list of steps still holds the moved ones
             self._manager.close()
