@@ -20,7 +20,6 @@ from jax.sharding import PartitionSpec as P
 import rnnscan as rs
 from rnnscan import sequence_parallel
 
-jax.config.update("jax_enable_x64", True)  # float64: differences are the method's, not rounding's
 BATCH, TIME, FEATURES, HIDDEN, DEVICES = 3, 32, 3, 4, 8
 F64 = jnp.float64
 
@@ -97,6 +96,9 @@ def compare(name):
 
 
 if __name__ == "__main__":
+    # float64: differences are the method's, not rounding's. Set here, not at import:
+    # the test module imports CASES, and its pytest worker must stay float32.
+    jax.config.update("jax_enable_x64", True)
     assert jax.device_count() == DEVICES, jax.devices()
     names = sys.argv[1:] or list(CASES)
     print(json.dumps({name: compare(name) for name in names}))
