@@ -126,15 +126,17 @@ def test_a_digest_of_the_wrong_shape_is_damage_and_the_checkpoint_before_restore
 @pytest.mark.filterwarnings("ignore:Sharding info not provided")  # `saved`: on the one device
 def test_load_run_passes_over_a_latest_checkpoint_that_does_not_read_or_whose_digest_lies(run_dir, saved):
     # Case 7, read-only: a file of the latest checkpoint replaced by a directory, then its digest's shapes wrong.
-    data = max((run_dir / "checkpoints/4/state").rglob("d/*"), key=lambda p: p.stat().st_size)
-    original = data.read_bytes()
-    data.unlink()
-    data.mkdir()
+    # Every data file, so that whichever holds the params does not read.
+    originals = {p: p.read_bytes() for p in (run_dir / "checkpoints/4/state").rglob("d/*")}
+    for data in originals:
+        data.unlink()
+        data.mkdir()
     with pytest.warns(UserWarning, match=r"checkpoint 4 in .* is damaged \(.*\); loaded checkpoint 2 instead"):
         run = train.load_run(run_dir)
     assert run.step == 2 and same_bits(run.params, saved[2])
-    data.rmdir()
-    data.write_bytes(original)
+    for data, original in originals.items():
+        data.rmdir()
+        data.write_bytes(original)
     assert same_bits(train.load_run(run_dir).params, saved[4])
 
     digest_file = run_dir / "checkpoints/4/digest/metadata"

@@ -303,7 +303,16 @@ class _OrbaxFailures(logging.Filter):
     the error that `Checkpoints` raises, or the damage it names, says it in a line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and record.exc_info and "orbax" in record.pathname)
+        if record.levelno < logging.ERROR or not record.exc_info:
+            return True
+        # orbax's own logs, and asyncio's "Task exception was never retrieved" of its abandoned reads.
+        tb = record.exc_info[2]
+        while tb is not None and "orbax" not in tb.tb_frame.f_code.co_filename:
+            tb = tb.tb_next
+        return "orbax" not in record.pathname and tb is None
+
+
+_LOGGERS = ("absl", "asyncio")  # orbax logs through absl; its abandoned reads' tasks through asyncio
 
 
 @contextlib.contextmanager
@@ -313,7 +322,8 @@ def _quiet_orbax():
     where Python cannot raise it (`sys.unraisablehook`: "Event loop is closed", also at
     exit). The pending ones that are garbage are collected here, not at exit."""
     quiet = _OrbaxFailures()  # its own: removing it leaves those of open `Checkpoints` in place
-    logging.getLogger("absl").addFilter(quiet)
+    for logger in _LOGGERS:
+        logging.getLogger(logger).addFilter(quiet)
     if not getattr(sys.unraisablehook, "drops_orbax_leftovers", False):  # once per process: they come late
         hook = sys.unraisablehook
         sys.unraisablehook = lambda unraisable: None if _orbax_leftover(unraisable) else hook(unraisable)
@@ -322,7 +332,8 @@ def _quiet_orbax():
         yield
     finally:
         gc.collect()
-        logging.getLogger("absl").removeFilter(quiet)
+        for logger in _LOGGERS:
+            logging.getLogger(logger).removeFilter(quiet)
 
 
 def _orbax_leftover(unraisable) -> bool:
