@@ -251,7 +251,9 @@ def wait_at_step_17(out: Path, jax_cache: Path, tmp_path: Path) -> subprocess.Po
     return process
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+# SIGTERM in the default run; Ctrl-C and SIGHUP take the same path (-m slow runs them).
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM,
+                                    pytest.param(signal.SIGHUP, marks=pytest.mark.slow)])
 def test_ctrl_c_sigterm_and_sighup_save_the_step_print_one_line_to_resume_and_exit_128_plus_signum(
         straight, tmp_path, jax_cache, signum):
     out = tmp_path / "run"
@@ -272,7 +274,7 @@ def test_ctrl_c_sigterm_and_sighup_save_the_step_print_one_line_to_resume_and_ex
     assert curve(out) == straight
 
 
-@pytest.mark.parametrize("apart", [0.01, 0.05])
+@pytest.mark.parametrize("apart", [0.01, pytest.param(0.05, marks=pytest.mark.slow)])
 def test_a_second_signal_stops_at_once_and_says_which_checkpoint_is_saved(straight, tmp_path, jax_cache, apart):
     out = tmp_path / "run"
     process = wait_at_step_17(out, jax_cache, tmp_path)

@@ -27,11 +27,6 @@ from rnnscan.train.model import sequence_model, step_model
 if TYPE_CHECKING:
     from rnnscan.tasks import Task
 
-# Cells `(input_size, hidden_size)` whose outputs have `hidden_size` features, so
-# they stack. (`rs.lru` outputs `input_size` features: a block for models with
-# their own encoder and MLPs, not a drop-in here.)
-
-
 def build_model(task: Task, config: Mapping) -> tuple[Layer, Cell]:
     """The model of a run of `task` with `config["cell"]`, `["hidden"]`, `["layers"]`.
 
