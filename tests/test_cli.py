@@ -76,6 +76,7 @@ DECAYING = TINY + ["--warmup", "2", "--decay", "cosine", "--log-every", "1", "--
                    "--eval-every", "100"]
 
 
+@pytest.mark.slow  # the schedule as a function of the step: tests/test_schedule.py
 def test_a_decaying_run_extended_keeps_its_schedule_exactly(tmp_path):
     straight, extended = tmp_path / "straight", tmp_path / "extended"
     assert main(DECAYING + ["--steps", "12", "--decay-steps", "6", "--out", str(straight)]) == 0

@@ -1,8 +1,10 @@
 """rnnscan's compiled CPU LSTM kernel (`rnnscan/kernels`), through its adapter
 `rnnscan.kernels.lstm.sequence` (called directly: the plan and the speed table are tested apart).
 
-Every kernel test runs once per variant this CPU can execute (avx512, avx2,
-baseline), chosen with `RNNSCAN_KERNEL_ISA`. References: the numpy LSTM
+The kernel tests run on the best variant this CPU can execute, and the
+`per_variant` ones on each other variant too (avx512, avx2, baseline, chosen
+with `RNNSCAN_KERNEL_ISA`), over cases that take every path of the kernel;
+`-m slow` runs every test on every variant. References: the numpy LSTM
 equations stepped by a plain Python loop (`tests.reference`) for values; for
 derivatives, the same loop written with `jax.numpy` and differentiated by JAX,
 and finite differences. Every test first checks, in the lowered HLO, that the
@@ -34,7 +36,7 @@ from tests.test_unroll import randomize
 
 VARIANTS = built_variants("lstm_cpu")
 pytestmark = skip_unless_built("lstm_cpu")
-variant = variant_fixture("lstm_cpu")
+variant = variant_fixture("lstm_cpu", best_only=True)  # per_variant covers the others
 
 
 def per_variant(names, cases, covering):

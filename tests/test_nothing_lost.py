@@ -217,7 +217,7 @@ TINY = ["train", "--task", "copy", "--hidden", "8", "--batch-size", "4", "--seq-
         "--steps", "12", "--checkpoint-every", "4", "--log-every", "1"]
 
 
-@pytest.mark.parametrize("remove", ["deleted", "emptied"])
+@pytest.mark.parametrize("remove", ["deleted", pytest.param("emptied", marks=pytest.mark.slow)])
 def test_a_run_whose_checkpoints_are_gone_is_refused_and_its_metrics_kept(tmp_path, capsys, remove):
     # Case 3: the history of a finished run must not be erased by rerunning its command.
     out = tmp_path / "run"

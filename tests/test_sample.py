@@ -200,6 +200,7 @@ def test_rnnscan_sample_temperature_0_is_greedy_as_rs_sample_documents(run_dir, 
     assert greedy == capsys.readouterr().out and len(greedy) == len("It is") + 25 + 1
 
 
+@pytest.mark.slow  # the README commands test runs `rnnscan sample --run runs/charlm` as written
 def test_a_relative_run_directory_loads_and_samples(run_dir, tmp_path, monkeypatch, capsys):
     # orbax refuses relative paths: the run directory's checkpoints are made absolute (rundir).
     monkeypatch.chdir(tmp_path)

@@ -357,7 +357,7 @@ def test_hoisted_kernel_gradient_second_order_numerically():
 
 
 # Two of the eight cases by default (every cell, direction and remat once); all with -m slow.
-FAST_LAYOUTS = {("lstm", False, False), ("gru", True, 3)}
+FAST_LAYOUTS = {("gru", True, 3)}
 
 
 @pytest.mark.parametrize("name, reverse, remat", [
