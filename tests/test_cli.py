@@ -107,6 +107,7 @@ def subprocess_env(jax_cache: Path) -> dict:
     }
 
 
+@pytest.mark.slow  # 28 s; the default run keeps the kill between a checkpoint and its record
 def test_sigkill_at_any_moment_then_resume_gives_identical_losses(straight, tmp_path, jax_cache):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "rnnscan", *INTERRUPTIBLE, "--out", str(out)]
